@@ -1,0 +1,1 @@
+"""Prefect flows: thin, each reads as its pipeline and calls into ``marsad``."""

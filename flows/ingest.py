@@ -1,0 +1,107 @@
+"""The ingest flow: poll → parse → record → (fetch pages → extract → tag → store) per batch.
+
+Tasks are per stage or per batch of pages, never per article: each task run costs the Prefect
+server about 20 ms of CPU, more than extracting a page. Task arguments carry bytes and pools, so
+caching (which hashes arguments) is off; idempotency lives in the database.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from marsad import ingest as stages
+from marsad.config import get_settings
+from marsad.db import ensure_schema, get_engine
+from marsad.extract import ExtractorPool
+from models import RunStatus
+
+
+def _engine():  # each task builds (or reuses) its engine; engines never travel as arguments
+    return get_engine(get_settings().database_url)
+
+
+@task(cache_policy=NO_CACHE)
+def open_run() -> int:
+    engine = _engine()
+    ensure_schema(engine)
+    return stages.open_run(engine, flow_run_id=flow_run.get_id())
+
+
+@task(cache_policy=NO_CACHE)
+def poll_feeds(feed_urls: list[str] | None) -> list[stages.FeedPoll]:
+    return stages.poll_feeds(_engine(), get_settings(), feed_urls)
+
+
+@task(cache_policy=NO_CACHE)
+def parse_feeds(polls: list[stages.FeedPoll]) -> list[stages.FeedOutcome]:
+    return stages.parse_feeds(polls)
+
+
+@task(cache_policy=NO_CACHE)
+def record_feeds(run_id: int, outcomes: list[stages.FeedOutcome]) -> stages.RecordReport:
+    return stages.record_feeds(_engine(), get_settings(), run_id, outcomes)
+
+
+@task(cache_policy=NO_CACHE)
+def claim_pages() -> list:
+    return stages.claim_pages(_engine())
+
+
+@task(cache_policy=NO_CACHE)
+def fetch_pages(pending: list) -> list[stages.PageFetch]:
+    return stages.fetch_pages(get_settings(), pending)
+
+
+@task(cache_policy=NO_CACHE)
+def extract_pages(pool: ExtractorPool, fetched: list[stages.PageFetch]) -> list:
+    return stages.extract_pages(pool, fetched)
+
+
+@task(cache_policy=NO_CACHE)
+def tag_articles(extracted: list) -> list[stages.ArticleUpdate]:
+    return stages.tag_articles(extracted)
+
+
+@task(cache_policy=NO_CACHE)
+def store_articles(updates: list[stages.ArticleUpdate]) -> stages.StoreReport:
+    return stages.store_articles(_engine(), updates)
+
+
+@flow(name="ingest")
+def ingest(feed_urls: list[str] | None = None) -> stages.RunSummary:
+    """Poll the due feeds (or only ``feed_urls``) and store their new articles, clean and tagged."""
+    logger = get_run_logger()
+    settings = get_settings()
+    run_id = open_run()
+    outcomes: list[stages.FeedOutcome] = []
+    record = stages.RecordReport()
+    stored: list[stages.StoreReport] = []
+    try:
+        polls = poll_feeds(feed_urls)
+        outcomes = parse_feeds(polls)
+        record = record_feeds(run_id, outcomes)
+        with ExtractorPool(
+            workers=settings.extract_workers,
+            timeout=settings.extract_timeout,
+            max_bytes=settings.extract_max_bytes,
+        ) as pool:
+            while pending := claim_pages():
+                fetched = fetch_pages(pending)
+                extracted = extract_pages(pool, fetched)
+                tagged = tag_articles(extracted)
+                stored.append(store_articles(tagged))
+    except Exception as exc:
+        summary = stages.finish_run(
+            _engine(), run_id, outcomes, record, stored, status=RunStatus.FAILED, error=str(exc)
+        )
+        logger.error(summary.as_log_line())
+        raise
+    summary = stages.finish_run(_engine(), run_id, outcomes, record, stored)
+    logger.info(summary.as_log_line())
+    create_markdown_artifact(
+        key="ingest-summary", markdown=summary.as_markdown(), description="Ingest run summary"
+    )
+    return summary

@@ -1,0 +1,648 @@
+"""The ``marsad`` command. Domain errors become one line on stderr and exit code 1 here, nowhere else.
+
+Prefect is imported only by the commands that run flows: it costs seconds to import.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from typer.core import TyperGroup
+
+from marsad.config import get_settings, reset_settings
+from marsad.errors import DatabaseError, InputError, MarsadError
+
+# Offline by default: Prefect's telemetry would fail (and log errors) on closed networks.
+for _name, _value in {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+}.items():
+    os.environ.setdefault(_name, _value)
+
+stdout = Console(soft_wrap=False)
+stderr = Console(stderr=True)
+
+
+class _MarsadGroup(TyperGroup):
+    """Turns domain errors into one friendly line and exit code 1, for every subcommand."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MarsadError as exc:
+            _fail(ctx, str(exc))
+        except OperationalError as exc:
+            first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            _fail(ctx, f"database error: {first}")
+        except SQLAlchemyError as exc:
+            _fail(ctx, f"database error: {' '.join(str(exc).split())[:300]}")
+
+
+def _fail(ctx: click.Context, message: str) -> None:
+    click.echo(f"marsad: error: {message}", err=True)
+    ctx.exit(1)
+
+
+def _typer(help_text: str) -> typer.Typer:
+    return typer.Typer(
+        cls=_MarsadGroup,
+        help=help_text,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+
+
+app = _typer("Marsad: monitor news on ISIS, the anti-ISIS coalition and regional security cooperation.")
+feeds_app = _typer("Manage the monitored feeds.")
+articles_app = _typer("Read stored articles.")
+app.add_typer(feeds_app, name="feeds")
+app.add_typer(articles_app, name="articles")
+
+
+class ListFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class ShowFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class ExportFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+class DataFormat(StrEnum):
+    json = "json"
+    jsonl = "jsonl"
+
+
+# Shared pieces -------------------------------------------------------------------------------
+
+
+def _engine() -> Any:
+    from marsad.db import ensure_schema, get_engine
+
+    engine = get_engine(get_settings().database_url)
+    ensure_schema(engine)
+    return engine
+
+
+@contextmanager
+def _session() -> Iterator[Any]:
+    from marsad.db import session_scope
+
+    with session_scope(_engine()) as session:
+        yield session
+
+
+def _parse_day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InputError(f"{option} must be a date as YYYY-MM-DD, not {value!r}") from None
+
+
+def _day_start(day: date | None) -> datetime | None:
+    """Midnight of ``day`` in the analysts' time zone."""
+    if day is None:
+        return None
+    return datetime.combine(day, time(), tzinfo=get_settings().tz)
+
+
+def _period(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """``--since`` and ``--until`` as a half-open range; ``--until`` includes its whole day."""
+    start = _day_start(_parse_day(since, "--since"))
+    until_day = _parse_day(until, "--until")
+    end = _day_start(until_day + timedelta(days=1)) if until_day else None
+    return start, end
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(get_settings().tz).isoformat() if value else None
+
+
+def _write_json(value: Any) -> None:
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+
+
+def _write_jsonl(rows: Iterable[dict[str, Any]]) -> None:
+    for row in rows:
+        sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _write_csv(rows: Iterable[dict[str, Any]], fields: Sequence[str]) -> None:
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {
+                key: json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else value
+                for key, value in row.items()
+            }
+        )
+
+
+def _write_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(row.get(column)) for column in columns))
+    stdout.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _emit(
+    rows: Sequence[dict[str, Any]], fmt: str, *, columns: Sequence[str], title: str
+) -> None:
+    if fmt == "json":
+        _write_json(list(rows))
+    elif fmt == "csv":
+        _write_csv(rows, list(rows[0]) if rows else columns)
+    else:
+        _write_table(rows, columns, title)
+
+
+@contextmanager
+def _progress_bar() -> Iterator[None]:
+    """A Rich progress bar on stderr while long work reports progress (terminals only)."""
+    from marsad.progress import set_progress_listener
+
+    if not stderr.is_terminal:
+        yield
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=True,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def listener(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        set_progress_listener(listener)
+        try:
+            yield
+        finally:
+            set_progress_listener(None)
+
+
+# init ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def init() -> None:
+    """Create or upgrade the database to the newest schema."""
+    from marsad.db import current_revision, get_engine, upgrade
+
+    engine = get_engine(get_settings().database_url)
+    upgrade(engine)
+    stderr.print(f"database ready at schema {current_revision(engine)}: {engine.url.render_as_string()}")
+
+
+# feeds -----------------------------------------------------------------------------------------
+
+
+@feeds_app.command("add")
+def feeds_add(
+    url: str,
+    name: Annotated[str | None, typer.Option(help="A display name for the feed.")] = None,
+    language: Annotated[str | None, typer.Option(help="The feed's language code, e.g. en or ar.")] = None,
+) -> None:
+    """Record a feed to monitor. Fetches nothing."""
+    from marsad.feeds import FeedSpec, validate_feed_url
+    from marsad.store import add_feeds
+
+    spec = FeedSpec(url=validate_feed_url(url), name=name, language=language)
+    with _session() as session:
+        added, _ = add_feeds(session, [spec])
+    stderr.print(f"added {spec.url}" if added else f"already monitored: {spec.url}")
+
+
+@feeds_app.command("import")
+def feeds_import(file: Path) -> None:
+    """Import feeds from an OPML file or a YAML list; feeds already known are left alone."""
+    from marsad.feeds import load_feed_list
+    from marsad.store import add_feeds
+
+    specs = load_feed_list(file)
+    with _session() as session:
+        added, known = add_feeds(session, specs)
+    stderr.print(f"{added} feeds added, {known} already monitored")
+
+
+FEED_FIELDS = (
+    "id", "url", "name", "language", "active", "error_count", "last_status", "last_error",
+    "last_fetched_at",
+)
+
+
+@feeds_app.command("list")
+def feeds_list(
+    format: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.table,
+) -> None:
+    """List the monitored feeds with their health."""
+    from marsad.store import list_feeds
+
+    with _session() as session:
+        rows = [
+            {
+                "id": feed.id,
+                "url": feed.url,
+                "name": feed.name,
+                "language": feed.language,
+                "active": feed.active,
+                "error_count": feed.error_count,
+                "last_status": feed.last_status,
+                "last_error": feed.last_error,
+                "last_fetched_at": _iso(feed.last_fetched_at),
+            }
+            for feed in list_feeds(session)
+        ]
+    _emit(
+        rows,
+        format,
+        columns=("id", "name", "url", "language", "active", "last_status", "error_count", "last_error"),
+        title="Feeds",
+    )
+
+
+# ingest ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def ingest(
+    feed: Annotated[
+        list[str] | None, typer.Option("--feed", help="Poll only this feed URL (repeatable).")
+    ] = None,
+) -> None:
+    """Run one ingest now: poll feeds, fetch new articles, extract, tag and store them.
+
+    Exits 0 when the run completed, even if some feeds or pages failed (they are recorded and
+    retried later).
+    """
+    summary = _run_ingest(feed or None)
+    _print_summary(summary)
+
+
+def _run_ingest(feed_urls: list[str] | None) -> Any:
+    _engine()  # a database problem is reported before Prefect starts its server
+    from prefect.exceptions import PrefectException
+
+    from flows.ingest import ingest as ingest_flow
+
+    with _progress_bar():
+        state = ingest_flow(feed_urls=feed_urls, return_state=True)
+    if not state.is_completed():
+        try:
+            state.result()
+        except MarsadError:
+            raise
+        except (PrefectException, Exception) as exc:
+            raise MarsadError(f"the ingest run failed: {exc}") from exc
+        raise MarsadError(f"the ingest run ended {state.name}")
+    return state.result()
+
+
+def _print_summary(summary: Any) -> None:
+    stderr.print(summary.as_log_line())
+    for url, error in summary.failed_feeds:
+        stderr.print(f"  failed: {url}: {error}", markup=False, highlight=False)
+
+
+# articles --------------------------------------------------------------------------------------
+
+ARTICLE_LIST_FIELDS = ("id", "url", "title", "published_at", "language", "source", "topics", "cluster_id")
+
+
+def _article_row(article: Any, sources: dict[int, str]) -> dict[str, Any]:
+    return {
+        "id": article.id,
+        "url": article.canonical_url,
+        "title": article.title,
+        "published_at": _iso(article.published_at),
+        "language": article.language,
+        "source": sources.get(article.feed_id) if article.feed_id else article.site_name,
+        "topics": [tag.topic for tag in article.tags],
+        "cluster_id": article.cluster_id,
+    }
+
+
+def _article_detail(article: Any, sources: dict[int, str]) -> dict[str, Any]:
+    return _article_row(article, sources) | {
+        "text": article.text,
+        "author": article.author,
+        "site_name": article.site_name,
+        "fetched_at": _iso(article.fetched_at),
+        "tags": [
+            {"topic": tag.topic, "score": tag.score, "evidence": tag.evidence} for tag in article.tags
+        ],
+        "places": article.places or [],
+        "actors": article.actors or [],
+        "date_source": article.date_source,
+        "extraction_status": article.extraction_status,
+    }
+
+
+def _filters(topic: str | None, since: str | None, until: str | None, limit: int | None) -> Any:
+    from marsad.store import ArticleFilter
+    from marsad.tagging import TOPICS
+
+    if topic is not None and topic not in TOPICS:
+        raise InputError(f"unknown topic {topic!r}; topics are {', '.join(TOPICS)}")
+    if limit is not None and limit < 1:
+        raise InputError("--limit must be at least 1")
+    start, end = _period(since, until)
+    return ArticleFilter(topic=topic, since=start, until=end, limit=limit)
+
+
+TopicOption = Annotated[str | None, typer.Option(help="isis, coalition or regional_cooperation.")]
+SinceOption = Annotated[str | None, typer.Option(help="First day, YYYY-MM-DD (MARSAD_TIMEZONE).")]
+UntilOption = Annotated[str | None, typer.Option(help="Last day included, YYYY-MM-DD.")]
+
+
+@articles_app.command("list")
+def articles_list(
+    topic: TopicOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    format: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.table,
+) -> None:
+    """List stored articles, newest first."""
+    from marsad.store import feed_names, list_articles
+
+    filters = _filters(topic, since, until, limit)
+    with _session() as session:
+        sources = feed_names(session)
+        rows = [_article_row(article, sources) for article in list_articles(session, filters)]
+    _emit(
+        rows,
+        format,
+        columns=("id", "published_at", "source", "language", "topics", "title"),
+        title="Articles",
+    )
+
+
+@articles_app.command("show")
+def articles_show(
+    article_id: Annotated[int, typer.Argument(metavar="ID")],
+    format: Annotated[ShowFormat, typer.Option("--format", help="Output format.")] = ShowFormat.table,
+) -> None:
+    """Show one article: its metadata, text and the evidence behind each tag."""
+    from marsad.store import feed_names, get_article
+
+    with _session() as session:
+        detail = _article_detail(get_article(session, article_id), feed_names(session))
+    if format == "json":
+        _write_json(detail)
+        return
+    _show_article(detail)
+
+
+def _show_article(detail: dict[str, Any]) -> None:
+    from rich.panel import Panel
+    from rich.text import Text
+
+    meta = Table.grid(padding=(0, 2))
+    for key in ("id", "url", "source", "site_name", "author", "published_at", "date_source",
+                "fetched_at", "language", "extraction_status", "cluster_id"):
+        meta.add_row(key, _cell(detail.get(key)))
+    meta.add_row("places", _cell(detail["places"]))
+    meta.add_row("actors", _cell(detail["actors"]))
+    stdout.print(Panel(meta, title=Text(detail["title"] or "(no title)"), title_align="left"))
+    for tag in detail["tags"]:
+        stdout.print(Text(f"{tag['topic']}  score {tag['score']:.2f}", style="bold"))
+        for evidence in tag["evidence"]:
+            field_text = (detail["title"] if evidence.get("field") == "title" else detail["text"]) or ""
+            stdout.print(Text("  ") + _in_context(field_text, evidence))
+    stdout.print()
+    stdout.print(Text(detail["text"] or ""))
+
+
+def _in_context(text: str, evidence: dict[str, Any], width: int = 60) -> Any:
+    from rich.text import Text
+
+    start, end = int(evidence.get("start", 0)), int(evidence.get("end", 0))
+    before = text[max(0, start - width):start].replace("\n", " ")
+    after = text[end:end + width].replace("\n", " ")
+    line = Text(f"[{evidence.get('field')}] …{before}")
+    line.append(text[start:end], style="reverse")
+    line.append(f"{after}…")
+    return line
+
+
+@articles_app.command("export")
+def articles_export(
+    topic: TopicOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    format: Annotated[ExportFormat, typer.Option("--format", help="Output format.")] = ExportFormat.jsonl,
+) -> None:
+    """Export articles with their text, tags and evidence (streams; fit for large exports)."""
+    from marsad.store import feed_names, iter_articles
+
+    filters = _filters(topic, since, until, None)
+    with _session() as session:
+        sources = feed_names(session)
+        rows = (_article_detail(article, sources) for article in iter_articles(session, filters))
+        if format == "csv":
+            _write_csv(rows, [*ARTICLE_LIST_FIELDS, "text", "author", "site_name", "fetched_at",
+                              "tags", "places", "actors"])
+        else:
+            _write_jsonl(rows)
+
+
+# extract and tag: tools on files ---------------------------------------------------------------
+
+
+@app.command()
+def extract(
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="Saved HTML pages.")],
+    url: Annotated[str | None, typer.Option(help="The URL the page(s) came from.")] = None,
+    format: Annotated[DataFormat, typer.Option("--format", help="Output format.")] = DataFormat.json,
+) -> None:
+    """Extract article text and metadata from pages saved on disk."""
+    from marsad.extract import ExtractorPool
+
+    readable: list[tuple[int, bytes]] = []
+    rows: list[dict[str, Any]] = [{"path": str(path), "url": url} for path in files]
+    for index, path in enumerate(files):
+        try:
+            readable.append((index, path.read_bytes()))
+        except OSError as exc:
+            rows[index]["error"] = f"cannot read {path}: {exc.strerror or exc}"
+    settings = get_settings()
+    with _progress_bar(), ExtractorPool(
+        workers=settings.extract_workers if len(readable) > 4 else 1,
+        timeout=settings.extract_timeout,
+        max_bytes=settings.extract_max_bytes,
+    ) as pool:
+        pages = pool.extract_many([(url, body) for _, body in readable])
+    for (index, _), page in zip(readable, pages, strict=True):
+        if page.status in ("failed", "empty", "timeout", "too_large") and not page.text:
+            rows[index]["error"] = page.error or f"extraction {page.status}"
+            continue
+        rows[index] |= {
+            "title": page.title,
+            "text": page.text,
+            "author": page.author,
+            "published_at": page.published_at.isoformat() if page.published_at else None,
+            "language": page.language,
+            "site_name": page.site_name,
+        }
+    if format == "jsonl":
+        _write_jsonl(rows)
+    else:
+        _write_json(rows)
+
+
+@app.command()
+def tag(
+    file: Annotated[
+        Path | None, typer.Argument(help="A text file to tag ('-' for standard input).")
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="The title of the text.")] = None,
+    input: Annotated[
+        Path | None, typer.Option("--input", help="JSONL lines {id, title, text[, language]}.")
+    ] = None,
+    format: Annotated[DataFormat, typer.Option("--format", help="Output format.")] = DataFormat.json,
+) -> None:
+    """Tag texts for isis, coalition and regional_cooperation, with the evidence for each tag."""
+    from marsad.tagging import get_tagger
+
+    tagger = get_tagger()
+    if input is not None:
+        if file is not None:
+            raise InputError("give either FILE or --input, not both")
+        rows = list(_tag_lines(tagger, input))
+        if format == "json":
+            _write_json(rows)
+        else:
+            _write_jsonl(rows)
+        return
+    if file is None and title is None:
+        raise InputError("give a FILE, --title or --input FILE.jsonl")
+    text = _read_text(file) if file is not None else ""
+    result = tagger.tag(title, text).to_dict()
+    if format == "jsonl":
+        _write_jsonl([result])
+    else:
+        _write_json(result)
+
+
+def _read_text(path: Path) -> str:
+    if str(path) == "-":
+        return sys.stdin.read()
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text") from exc
+
+
+def _tag_lines(tagger: Any, path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        handle = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not an object")
+                title, text = record.get("title"), record.get("text")
+                if not isinstance(title, (str, type(None))) or not isinstance(text, (str, type(None))):
+                    raise ValueError("title and text must be strings")
+            except ValueError as exc:
+                yield {"id": None, "line": number, "error": f"line {number}: {exc}"}
+                continue
+            yield {"id": record.get("id")} | tagger.tag(title, text, record.get("language")).to_dict()
+
+
+# demo ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    database: Annotated[
+        Path, typer.Option(help="SQLite file for the demo (recreated on every run).")
+    ] = Path("marsad-demo.db"),
+) -> None:
+    """Run the whole pipeline offline on a bundled sample web and show what was stored."""
+    from marsad.demo.server import SampleWeb
+    from marsad.feeds import FeedSpec
+    from marsad.store import add_feeds, feed_names, list_articles, ArticleFilter
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    with SampleWeb() as web:
+        host = web.base_url.split("//", 1)[1].split(":", 1)[0]
+        os.environ["MARSAD_DATABASE_URL"] = f"sqlite:///{database}"
+        # The sample web lives on loopback, which the fetcher refuses unless allowed.
+        os.environ["MARSAD_ALLOW_HOSTS"] = ",".join(filter(None, [os.environ.get("MARSAD_ALLOW_HOSTS"), host]))
+        reset_settings()
+        with _session() as session:
+            add_feeds(session, [FeedSpec(**feed) for feed in web.feeds()])
+        stderr.print(f"[bold]Sample web[/bold] at {web.base_url}; database {database}")
+        stderr.print("[bold]First run[/bold]: every article is new")
+        _print_summary(_run_ingest(None))
+        stderr.print("[bold]Second run[/bold]: conditional requests, nothing stored twice")
+        _print_summary(_run_ingest(None))
+    with _session() as session:
+        sources = feed_names(session)
+        rows = [_article_row(a, sources) for a in list_articles(session, ArticleFilter(limit=100))]
+    _write_table(rows, ("id", "published_at", "source", "language", "topics", "title"), "Stored articles")
+    stderr.print(
+        f"Explore: MARSAD_DATABASE_URL=sqlite:///{database} marsad articles show {rows[0]['id'] if rows else 1}"
+    )
+
+
+def main() -> None:  # pragma: no cover - `python -m marsad.cli`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,110 @@
+"""Settings, read lazily from the environment (``MARSAD_`` prefix) and a ``.env`` file."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from marsad.errors import ConfigError
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MARSAD_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///marsad.db"
+    allow_hosts: CommaList = Field(default_factory=list)
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = Field(default=None, repr=False)
+    smtp_security: Literal["none", "starttls", "ssl"] = "starttls"
+    digest_from: str = "marsad@localhost"
+    digest_to: CommaList = Field(default_factory=list)
+    outbox_dir: Path = Path("outbox")
+    timezone: str = "UTC"
+
+    # Fetching: polite defaults; each is a setting so operators can adapt to their feeds.
+    fetch_connect_timeout: float = 10.0
+    fetch_read_timeout: float = 20.0
+    fetch_deadline: float = 60.0
+    fetch_max_bytes: int = 10 * 1024 * 1024
+    fetch_max_redirects: int = 5
+    fetch_per_host: int = 2
+    fetch_concurrency: int = 16
+
+    # Extraction: worker processes (0 = one per core), per-page limits.
+    extract_workers: int = 0
+    extract_timeout: float = 20.0
+    extract_max_bytes: int = 5 * 1024 * 1024
+
+    # Polling: a failing feed waits base * 2**(errors-1) minutes, capped.
+    poll_interval_minutes: int = 30
+    backoff_base_minutes: int = 15
+    backoff_max_hours: int = 24
+
+    @field_validator("allow_hosts", "digest_to", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("allow_hosts")
+    @classmethod
+    def _valid_hosts(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if "/" in host:
+                try:
+                    ipaddress.ip_network(host, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"MARSAD_ALLOW_HOSTS: {host!r} is not a valid CIDR") from exc
+        return hosts
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"MARSAD_TIMEZONE: unknown time zone {name!r}") from exc
+        return name
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@lru_cache(maxsize=1)
+def _cached_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"MARSAD_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None
+
+
+def get_settings() -> Settings:
+    """The current settings; read on first use so tests and the CLI can set the environment first."""
+    return _cached_settings()
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests change the environment between cases)."""
+    _cached_settings.cache_clear()

@@ -1,0 +1,222 @@
+"""Serve the bundled sample web (``site/``) on loopback, the way a real news site would.
+
+Files are served with ``{{BASE}}`` replaced by the server's base URL, a Content-Type per kind,
+a strong ETag (hash of the body) and Last-Modified (the file's mtime); conditional requests get
+``304 Not Modified``, anything missing ``404``. Standard library only; nothing is logged.
+
+    with SampleWeb() as web:
+        print(web.base_url, web.feeds())
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from datetime import datetime, timezone
+from email.utils import format_datetime, parsedate_to_datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+SITE_DIR = Path(__file__).parent / "site"
+FEEDS_FILE = Path(__file__).parent / "feeds.yaml"
+PLACEHOLDER = b"{{BASE}}"
+
+_TEXT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+_BINARY_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+_NOT_FOUND = (
+    b'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>Page not found</title>'
+    b"</head>\n<body><h1>404</h1><p>Page not found.</p></body></html>\n"
+)
+
+
+def _content_type(path: Path, body: bytes) -> str:
+    if path.suffix == ".xml":
+        # Atom and RSS share the extension; the root element tells them apart.
+        head = body[:1000]
+        kind = "atom" if b"<feed" in head and b"<rss" not in head else "rss"
+        return f"application/{kind}+xml; charset=utf-8"
+    default = _BINARY_TYPES.get(path.suffix, "application/octet-stream")
+    return _TEXT_TYPES.get(path.suffix, default)
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    # If-None-Match uses weak comparison (RFC 9110 13.1.2).
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+def _not_modified_since(header: str, last_modified: datetime) -> bool:
+    try:
+        since = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=timezone.utc)
+    return last_modified <= since
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def version_string(self) -> str:
+        return "MarsadSampleWeb/1.0"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        self._serve(with_body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve(with_body=False)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # quiet: the demo prints its own summary
+
+    def _serve(self, *, with_body: bool) -> None:
+        path = self._resolve(urlsplit(self.path).path)
+        if path is None:
+            html = {"Content-Type": "text/html; charset=utf-8"}
+            self._send(HTTPStatus.NOT_FOUND, html, _NOT_FOUND, with_body)
+            return
+        body = path.read_bytes()
+        ctype = _content_type(path, body)
+        if PLACEHOLDER in body:
+            body = body.replace(PLACEHOLDER, self.server.base_url.encode("ascii"))
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        modified = datetime.fromtimestamp(int(path.stat().st_mtime), tz=timezone.utc)
+        headers = {
+            "ETag": etag,
+            "Last-Modified": format_datetime(modified, usegmt=True),
+            "Cache-Control": "no-cache",
+        }
+        inm = self.headers.get("If-None-Match")
+        ims = self.headers.get("If-Modified-Since")
+        if (inm is not None and _etag_matches(inm, etag)) or (
+            inm is None and ims is not None and _not_modified_since(ims, modified)
+        ):
+            self._send(HTTPStatus.NOT_MODIFIED, headers, b"", with_body=False)
+            return
+        self._send(HTTPStatus.OK, {"Content-Type": ctype, **headers}, body, with_body)
+
+    def _resolve(self, url_path: str) -> Path | None:
+        rel = PurePosixPath(unquote(url_path).lstrip("/"))
+        if url_path.endswith("/") or not rel.parts:
+            rel = rel / "index.html"
+        if any(part in ("..", ".") or part.startswith(".") for part in rel.parts):
+            return None
+        root = self.server.site_dir.resolve()
+        path = (root / rel).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            return None
+        return path
+
+    def _send(
+        self, status: HTTPStatus, headers: dict[str, str], body: bytes, with_body: bool
+    ) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if status != HTTPStatus.NOT_MODIFIED:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if with_body and body:
+            self.wfile.write(body)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    base_url: str
+    site_dir: Path
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client hanging up mid-response is not worth a traceback on the demo's console
+
+
+class SampleWeb:
+    """The bundled sample web on a loopback port, as a context manager.
+
+    ``port=0`` picks a free port; ``base_url`` is known once the server is bound (on entering).
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, site_dir: Path = SITE_DIR
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.site_dir = site_dir
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("SampleWeb is not running; use it as a context manager")
+        return self._server.base_url
+
+    def feeds(self) -> list[dict[str, str]]:
+        """The entries of ``feeds.yaml`` ({"url", "name", "language"}) with ``{{BASE}}`` filled in."""
+        import yaml  # PyYAML is a dependency of marsad; imported here so serving stays stdlib-only
+
+        data = yaml.safe_load(FEEDS_FILE.read_text(encoding="utf-8"))
+        base = self.base_url
+        return [
+            {
+                "url": str(entry["url"]).replace(PLACEHOLDER.decode(), base),
+                "name": str(entry["name"]),
+                "language": str(entry.get("language", "")),
+            }
+            for entry in data["feeds"]
+        ]
+
+    def __enter__(self) -> SampleWeb:
+        server_class = _Server
+        if ":" in self.host:
+            server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+        server = server_class((self.host, self.port), _Handler)
+        host, port = server.server_address[:2]
+        server.base_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        server.site_dir = self.site_dir
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1},
+            name=f"marsad-sample-web:{port}", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+
+def main() -> None:
+    """Serve the sample web until interrupted: ``python -m marsad.demo.server [port]``."""
+    import sys
+
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8765
+    with SampleWeb(port=port) as web:
+        print(f"Sample web at {web.base_url}/ (Ctrl-C to stop)")
+        for feed in web.feeds():
+            print(f"  {feed['language']}  {feed['url']}  {feed['name']}")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

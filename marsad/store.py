@@ -1,0 +1,304 @@
+"""Reading and writing Marsad's tables. Every function takes its Session; callers own transactions.
+
+Idempotency lives in the database: unique constraints plus insert-on-conflict, and claims made by
+conditional UPDATEs, so reruns, crashes and overlapping runs never store anything twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, selectinload
+
+from marsad.errors import InputError
+from marsad.feeds import FeedSpec
+from models import (
+    RETRYABLE_STATUSES,
+    Article,
+    ArticleTag,
+    Feed,
+    FetchEvent,
+    IngestRun,
+    RunStatus,
+)
+
+# NUL breaks PostgreSQL text columns and other C0/C1 controls only ever come from broken pages.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def scrub(value: str | None) -> str | None:
+    """Remove NUL and control characters (tabs and newlines stay)."""
+    if value is None:
+        return None
+    return _CONTROL_CHARS.sub("", value)
+
+
+def scrub_inline(value: str | None, limit: int | None = None) -> str | None:
+    """Scrub and fold to one line; empty becomes None. ``limit`` fits bounded columns."""
+    value = scrub(value)
+    if value is None:
+        return None
+    value = " ".join(value.split())
+    if limit is not None:
+        value = value[:limit]
+    return value or None
+
+
+def insert_ignoring_conflicts(session: Session, table: Any) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING in the session's dialect."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise InputError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
+
+
+# Feeds ---------------------------------------------------------------------------------------
+
+
+def add_feeds(session: Session, specs: Iterable[FeedSpec]) -> tuple[int, int]:
+    """Record feeds; existing URLs are left as they are. Returns (added, already_known)."""
+    specs = list(specs)
+    if not specs:
+        return 0, 0
+    rows = [
+        {
+            "url": spec.url,
+            "name": scrub_inline(spec.name, 300),
+            "language": scrub_inline(spec.language, 16),
+        }
+        for spec in {spec.url: spec for spec in specs}.values()
+    ]
+    result = session.execute(
+        insert_ignoring_conflicts(session, Feed).returning(Feed.id), rows
+    )
+    added = len(result.all())
+    return added, len(specs) - added
+
+
+def list_feeds(session: Session) -> Sequence[Feed]:
+    return session.scalars(select(Feed).order_by(Feed.id)).all()
+
+
+def feeds_by_url(session: Session, urls: Sequence[str]) -> dict[str, Feed]:
+    return {f.url: f for f in session.scalars(select(Feed).where(Feed.url.in_(urls)))}
+
+
+@dataclass(frozen=True)
+class ClaimedFeed:
+    id: int
+    url: str
+    name: str | None
+    language: str | None
+    etag: str | None
+    last_modified: str | None
+    body_hash: str | None
+    error_count: int
+
+
+def claim_feeds(
+    session: Session,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    urls: Sequence[str] | None = None,
+) -> list[ClaimedFeed]:
+    """Claim the feeds this run polls: due active feeds, or exactly ``urls`` when given.
+
+    One conditional UPDATE ... RETURNING: a feed another run has just claimed has its next_poll_at
+    in the future and is skipped, on SQLite and PostgreSQL alike.
+    """
+    if urls:
+        condition = Feed.url.in_(urls)
+    else:
+        condition = and_(
+            Feed.active.is_(True), or_(Feed.next_poll_at.is_(None), Feed.next_poll_at <= now)
+        )
+    statement = (
+        update(Feed)
+        .where(condition)
+        .values(next_poll_at=lease_until)
+        .returning(
+            Feed.id,
+            Feed.url,
+            Feed.name,
+            Feed.language,
+            Feed.etag,
+            Feed.last_modified,
+            Feed.body_hash,
+            Feed.error_count,
+        )
+    )
+    rows = session.execute(statement, execution_options={"synchronize_session": False}).all()
+    return sorted((ClaimedFeed(*row) for row in rows), key=lambda feed: feed.id)
+
+
+# Runs ----------------------------------------------------------------------------------------
+
+
+def start_run(session: Session, *, now: datetime, flow_run_id: str | None = None) -> int:
+    run = IngestRun(started_at=now, status=RunStatus.RUNNING, flow_run_id=flow_run_id)
+    session.add(run)
+    session.flush()
+    return run.id
+
+
+def get_run(session: Session, run_id: int) -> IngestRun:
+    run = session.get(IngestRun, run_id)
+    if run is None:
+        raise InputError(f"no ingest run {run_id}")
+    return run
+
+
+def recent_runs(session: Session, limit: int = 10) -> Sequence[IngestRun]:
+    return session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)).all()
+
+
+# Articles: the page queue ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PendingArticle:
+    id: int
+    url: str
+    canonical_url: str
+    title: str | None
+    summary: str | None
+    author: str | None
+    published_at: datetime | None
+    date_source: str | None
+    discovered_at: datetime
+    fetch_attempts: int
+    feed_language: str | None
+    feed_name: str | None
+
+
+def claim_pages(
+    session: Session,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    limit: int,
+    max_attempts: int,
+) -> list[PendingArticle]:
+    """Claim up to ``limit`` articles whose page is due for fetching."""
+    due = and_(
+        Article.extraction_status.in_([str(s) for s in RETRYABLE_STATUSES]),
+        Article.fetch_attempts < max_attempts,
+        or_(Article.next_fetch_at.is_(None), Article.next_fetch_at <= now),
+    )
+    candidates = select(Article.id).where(due).order_by(Article.id).limit(limit)
+    claimed_ids = session.scalars(
+        update(Article)
+        .where(Article.id.in_(candidates.scalar_subquery()), due)
+        .values(next_fetch_at=lease_until)
+        .returning(Article.id),
+        execution_options={"synchronize_session": False},
+    ).all()
+    if not claimed_ids:
+        return []
+    rows = session.execute(
+        select(
+            Article.id,
+            Article.url,
+            Article.canonical_url,
+            Article.title,
+            Article.summary,
+            Article.author,
+            Article.published_at,
+            Article.date_source,
+            Article.discovered_at,
+            Article.fetch_attempts,
+            Feed.language,
+            Feed.name,
+        )
+        .outerjoin(Feed, Feed.id == Article.feed_id)
+        .where(Article.id.in_(claimed_ids))
+        .order_by(Article.id)
+    ).all()
+    return [PendingArticle(*row) for row in rows]
+
+
+def save_tags(
+    session: Session, article_id: int, tags: Iterable[dict[str, Any]], tagger_version: str,
+    now: datetime,
+) -> None:
+    """Replace an article's tags (a retag must not leave stale topics behind)."""
+    session.execute(delete(ArticleTag).where(ArticleTag.article_id == article_id))
+    rows = [
+        {
+            "article_id": article_id,
+            "topic": tag["topic"],
+            "score": float(tag["score"]),
+            "evidence": tag["evidence"],
+            "tagger_version": tagger_version,
+            "tagged_at": now,
+        }
+        for tag in tags
+    ]
+    if rows:
+        session.execute(insert_ignoring_conflicts(session, ArticleTag), rows)
+
+
+# Articles: reading ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArticleFilter:
+    topic: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = None
+
+
+def _article_query(filters: ArticleFilter) -> Select[tuple[Article]]:
+    # An article's day is its publication date, or the day it was first seen when it has none.
+    effective_date = func.coalesce(Article.published_at, Article.discovered_at)
+    query = select(Article).options(selectinload(Article.tags))
+    if filters.topic:
+        query = query.where(
+            Article.id.in_(select(ArticleTag.article_id).where(ArticleTag.topic == filters.topic))
+        )
+    if filters.since:
+        query = query.where(effective_date >= filters.since)
+    if filters.until:
+        query = query.where(effective_date < filters.until)
+    query = query.order_by(effective_date.desc(), Article.id.desc())
+    if filters.limit:
+        query = query.limit(filters.limit)
+    return query
+
+
+def list_articles(session: Session, filters: ArticleFilter) -> Sequence[Article]:
+    return session.scalars(_article_query(filters)).all()
+
+
+def iter_articles(session: Session, filters: ArticleFilter, batch: int = 500) -> Iterable[Article]:
+    """Stream articles for exports without holding them all in memory."""
+    result = session.scalars(_article_query(filters).execution_options(yield_per=batch))
+    yield from result
+
+
+def get_article(session: Session, article_id: int) -> Article:
+    article = session.get(Article, article_id, options=[selectinload(Article.tags)])
+    if article is None:
+        raise InputError(f"no article with id {article_id}")
+    return article
+
+
+def feed_names(session: Session) -> dict[int, str]:
+    return {
+        feed_id: (name or url)
+        for feed_id, name, url in session.execute(select(Feed.id, Feed.name, Feed.url))
+    }
+
+
+def record_fetch_event(session: Session, **fields: Any) -> None:
+    session.add(FetchEvent(**fields))

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from models.base import Base, utcnow
+from models.types import JSONType, UTCDateTime
+
+
+class ExtractionStatus(StrEnum):
+    PENDING = "pending"  # known from its feed; page not fetched yet
+    OK = "ok"
+    TOO_SHORT = "too_short"  # page gave too little text: feed summary kept
+    FAILED = "failed"  # extractor could not read the page: feed summary kept
+    TIMEOUT = "timeout"
+    TOO_LARGE = "too_large"
+    GONE = "gone"  # 404/410: feed summary kept, never refetched
+    FETCH_FAILED = "fetch_failed"  # transient fetch error: summary kept, retried in later runs
+    BLOCKED = "blocked"  # link points to a refused address or scheme
+
+
+# Statuses whose page a later run fetches again.
+RETRYABLE_STATUSES = (ExtractionStatus.PENDING, ExtractionStatus.FETCH_FAILED)
+
+
+class DateSource(StrEnum):
+    FEED = "feed"
+    PAGE = "page"
+    FETCHED = "fetched"
+
+
+class Article(Base):
+    __tablename__ = "articles"
+    __table_args__ = (UniqueConstraint("feed_id", "guid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    canonical_url: Mapped[str] = mapped_column(String(2048), unique=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    guid: Mapped[str | None] = mapped_column(String(2048))
+    feed_id: Mapped[int | None] = mapped_column(
+        ForeignKey("feeds.id", ondelete="SET NULL"), index=True
+    )
+    title: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str | None] = mapped_column(String(512))
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    date_source: Mapped[str | None] = mapped_column(String(16))
+    discovered_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    language: Mapped[str | None] = mapped_column(String(16))
+    site_name: Mapped[str | None] = mapped_column(String(300))
+    content_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    extraction_status: Mapped[str] = mapped_column(
+        String(16), default=ExtractionStatus.PENDING, index=True
+    )
+    extraction_method: Mapped[str | None] = mapped_column(String(32))
+    extraction_error: Mapped[str | None] = mapped_column(Text)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    fetch_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Earliest time a run may fetch the page (again): a run claims a page by pushing it forward by a
+    # lease, so an overlapping run skips it; a transient failure pushes it to the retry time.
+    next_fetch_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    places: Mapped[list[str] | None] = mapped_column(JSONType)
+    actors: Mapped[list[str] | None] = mapped_column(JSONType)
+    # Story clusters group copies of one story across outlets (filled by the clustering step).
+    cluster_id: Mapped[int | None] = mapped_column(Integer, index=True)
+
+    tags: Mapped[list[ArticleTag]] = relationship(
+        back_populates="article", cascade="all, delete-orphan", order_by="ArticleTag.topic"
+    )
+
+
+class ArticleTag(Base):
+    __tablename__ = "article_tags"
+    __table_args__ = (UniqueConstraint("article_id", "topic"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
+    topic: Mapped[str] = mapped_column(String(32), index=True)
+    score: Mapped[float] = mapped_column(Float)
+    # [{"term", "field", "start", "end"}]: why the tag was given, with offsets into the field.
+    evidence: Mapped[list[dict[str, object]]] = mapped_column(JSONType)
+    tagger_version: Mapped[str] = mapped_column(String(32))
+    tagged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    article: Mapped[Article] = relationship(back_populates="tags")
