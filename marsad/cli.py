@@ -34,8 +34,13 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-stdout = Console(soft_wrap=False)
 stderr = Console(stderr=True)
+
+
+def _stdout() -> Console:
+    # Built per use so it writes to the current sys.stdout; piped tables get room instead of
+    # folding every URL at 80 columns.
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 class _MarsadGroup(TyperGroup):
@@ -171,7 +176,7 @@ def _write_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: 
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(row.get(column)) for column in columns))
-    stdout.print(table)
+    _stdout().print(table)
 
 
 def _cell(value: Any) -> str:
@@ -324,7 +329,12 @@ def ingest(
 
 
 def _run_ingest(feed_urls: list[str] | None) -> Any:
-    _engine()  # a database problem is reported before Prefect starts its server
+    # A database problem or an unknown feed is reported before Prefect starts its server.
+    from marsad.ingest import check_feeds_registered
+
+    engine = _engine()
+    if feed_urls:
+        check_feeds_registered(engine, feed_urls)
     from prefect.exceptions import PrefectException
 
     from flows.ingest import ingest as ingest_flow
@@ -448,14 +458,15 @@ def _show_article(detail: dict[str, Any]) -> None:
         meta.add_row(key, _cell(detail.get(key)))
     meta.add_row("places", _cell(detail["places"]))
     meta.add_row("actors", _cell(detail["actors"]))
-    stdout.print(Panel(meta, title=Text(detail["title"] or "(no title)"), title_align="left"))
+    out = _stdout()
+    out.print(Panel(meta, title=Text(detail["title"] or "(no title)"), title_align="left"))
     for tag in detail["tags"]:
-        stdout.print(Text(f"{tag['topic']}  score {tag['score']:.2f}", style="bold"))
+        out.print(Text(f"{tag['topic']}  score {tag['score']:.2f}", style="bold"))
         for evidence in tag["evidence"]:
             field_text = (detail["title"] if evidence.get("field") == "title" else detail["text"]) or ""
-            stdout.print(Text("  ") + _in_context(field_text, evidence))
-    stdout.print()
-    stdout.print(Text(detail["text"] or ""))
+            out.print(Text("  ") + _in_context(field_text, evidence))
+    out.print()
+    out.print(Text(detail["text"] or ""))
 
 
 def _in_context(text: str, evidence: dict[str, Any], width: int = 60) -> Any:

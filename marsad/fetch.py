@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
+from functools import lru_cache
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 from urllib.parse import urlsplit
@@ -79,6 +80,9 @@ class FetchReason(StrEnum):
 
 @dataclass
 class FetchResult:
+    """One fetch's outcome. ``body`` is decoded and only set when OK; ``elapsed`` is the wall time
+    of the ``fetch`` call, including any wait for a free slot."""
+
     url: str
     final_url: str
     status: FetchStatus
@@ -213,8 +217,9 @@ def _as_policy(allow_hosts: Iterable[str] | HostPolicy) -> HostPolicy:
 def _blocked(host: str, ip: IPAddress) -> BlockedAddressError:
     why = non_public_reason(ip) or "not allowed"
     embedded = _embedded_ipv4(ip)
-    target = f"{ip} = {embedded[1]}" if embedded else str(ip)
-    shown = host if host == target else f"{host} ({target})"
+    spellings = [str(ip)] + ([str(embedded[1])] if embedded else [])
+    aliases = [a for a in spellings if a != host]
+    shown = f"{host} ({' = '.join(aliases)})" if aliases else host
     return BlockedAddressError(
         f"refusing {shown}: {why} address; add it to MARSAD_ALLOW_HOSTS to allow it"
     )
@@ -276,6 +281,12 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             raise FetchError(
                 f"cannot resolve {host}: {exc.strerror}", reason=FetchReason.DNS_ERROR
             ) from None
+        except UnicodeError as exc:  # a name IDNA cannot encode
+            raise FetchError(
+                f"cannot resolve {host}: {exc}", reason=FetchReason.DNS_ERROR
+            ) from None
+        except OSError as exc:
+            raise httpcore.ConnectError(f"resolving {host} failed: {exc}") from exc
 
         addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
         if not addresses:
@@ -289,7 +300,9 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
 
         last_error: Exception | None = None
         for ip in allowed:
-            remaining = None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+            remaining = (
+                None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+            )
             try:
                 # Connecting to the approved address, not the name, leaves no second lookup for a
                 # rebinding DNS server to answer differently; TLS still verifies the host name,
@@ -318,16 +331,22 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+@lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    # Loading the CA bundle costs tens of milliseconds; one verifying context serves every client.
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class _GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport with its connection pool using ``_GuardedBackend``."""
 
     def __init__(self, policy: HostPolicy, *, limits: httpx.Limits) -> None:
-        ssl_context = httpx.create_ssl_context(trust_env=False)
+        ssl_context = _ssl_context()
         super().__init__(verify=ssl_context, trust_env=False, limits=limits)
         # httpx (0.27, 0.28) offers no network_backend argument, but its transport only delegates
         # to self._pool; an identically configured pool with our backend is the smallest hook.
         if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
-            raise RuntimeError("this httpx version has no _pool to guard; marsad.fetch needs updating")
+            raise TypeError("this httpx version has no _pool to guard; marsad.fetch needs updating")
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
             max_connections=limits.max_connections,
@@ -437,7 +456,7 @@ class _Progress:
             status=FetchStatus.ERROR,
             http_status=self.http_status,
             reason=str(reason),
-            error=error,
+            error=" ".join(error.split()),  # one line, whatever the exception text held
             elapsed=time.monotonic() - self.started,
         )
 
@@ -511,6 +530,7 @@ class Fetcher:
             ),
             headers={"User-Agent": self.user_agent, "Accept-Encoding": _ACCEPT_ENCODING},
             follow_redirects=False,  # followed by hand so every hop is checked
+            event_hooks={"response": [_refuse_foreign_redirect]},
             trust_env=False,  # no proxies or CA bundles taken from the environment
         )
         return self
@@ -543,7 +563,7 @@ class Fetcher:
             except FetchError as exc:
                 return progress.failed(exc.reason, str(exc))
             except httpx.HTTPError as exc:
-                reason, error = _describe(exc)
+                reason, error = self._describe(exc)
                 return progress.failed(reason, f"{error} ({progress.final_url})")
 
     async def _follow(
@@ -568,6 +588,9 @@ class Fetcher:
                 try:
                     async with deadline:
                         hop = await self._exchange(client, request, progress)
+                except httpx.InvalidURL as exc:
+                    # httpx parses every Location while sending, even when not following it.
+                    raise _bad_redirect(current, exc) from None
                 except TimeoutError:
                     if not deadline.expired():
                         raise
@@ -578,21 +601,33 @@ class Fetcher:
                 budget -= time.monotonic() - hop_started
             if hop.location is None:
                 return self._result(progress, hop)
-            target_scheme = urlsplit(hop.location).scheme
-            if target_scheme:
-                # Before joining: httpx cannot even parse some foreign targets (javascript:...).
-                _check_scheme(target_scheme, hop.location)
             try:
                 current = str(hop.response.url.join(hop.location))
             except httpx.InvalidURL as exc:
-                raise FetchError(
-                    f"invalid redirect {hop.location!r} from {current}: {exc}",
-                    reason=FetchReason.BAD_URL,
-                ) from None
+                raise _bad_redirect(current, exc) from None
         raise FetchError(
             f"more than {self.max_redirects} redirects, last to {current}",
             reason=FetchReason.TOO_MANY_REDIRECTS,
         )
+
+    def _describe(self, exc: httpx.HTTPError) -> tuple[str, str]:
+        """A machine reason and a short human line for an httpx failure."""
+        detail = str(exc) or type(exc).__name__
+        if isinstance(exc, httpx.ConnectTimeout):
+            return FetchReason.TIMEOUT, f"no connection within {self.connect_timeout:g}s"
+        if isinstance(exc, httpx.ReadTimeout):
+            return FetchReason.TIMEOUT, f"no data from the server for {self.read_timeout:g}s"
+        if isinstance(exc, httpx.TimeoutException):
+            return FetchReason.TIMEOUT, f"timed out: {detail}"
+        if isinstance(exc, httpx.ConnectError):
+            if _caused_by_tls(exc):
+                return FetchReason.TLS_ERROR, f"TLS failed: {detail}"
+            return FetchReason.CONNECT_ERROR, f"cannot connect: {detail}"
+        if isinstance(exc, httpx.ProtocolError):
+            return FetchReason.PROTOCOL_ERROR, f"bad HTTP from the server: {detail}"
+        if isinstance(exc, httpx.UnsupportedProtocol):
+            return FetchReason.BAD_SCHEME, detail
+        return FetchReason.NETWORK_ERROR, f"{type(exc).__name__}: {detail}"
 
     def _host_slot(self, host: str) -> asyncio.Semaphore:
         slot = self._host_slots.get(host)
@@ -666,24 +701,24 @@ class Fetcher:
         )
 
 
-def _describe(exc: httpx.HTTPError) -> tuple[str, str]:
-    """A machine reason and a short human line for an httpx failure."""
-    detail = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.ConnectTimeout):
-        return FetchReason.TIMEOUT, f"connect timed out: {detail}"
-    if isinstance(exc, httpx.TimeoutException):
-        return FetchReason.TIMEOUT, f"{type(exc).__name__}: no data within the timeout"
-    if isinstance(exc, httpx.ConnectError):
-        if _caused_by_tls(exc):
-            return FetchReason.TLS_ERROR, f"TLS failed: {detail}"
-        return FetchReason.CONNECT_ERROR, f"cannot connect: {detail}"
-    if isinstance(exc, httpx.ProtocolError):
-        return FetchReason.PROTOCOL_ERROR, f"bad HTTP from server: {detail}"
-    if isinstance(exc, httpx.UnsupportedProtocol):
-        return FetchReason.BAD_SCHEME, detail
-    if isinstance(exc, httpx.DecodingError):
-        return FetchReason.BAD_ENCODING, detail
-    return FetchReason.NETWORK_ERROR, f"{type(exc).__name__}: {detail}"
+def _bad_redirect(url: str, exc: Exception) -> FetchError:
+    return FetchError(f"unusable redirect from {url}: {exc}", reason=FetchReason.BAD_REDIRECT)
+
+
+async def _refuse_foreign_redirect(response: httpx.Response) -> None:
+    # Runs before httpx parses the Location (which it does even when not following it), so a
+    # redirect to javascript: or file: reads as the refused scheme it is, not as a parse failure.
+    location = response.headers.get("Location")
+    if response.status_code in _REDIRECT_CODES and location:
+        try:
+            scheme = urlsplit(location).scheme
+        except ValueError as exc:
+            raise _bad_redirect(str(response.url), exc) from None
+        if scheme.lower() not in ("", *_ALLOWED_SCHEMES):
+            raise FetchError(
+                f"refusing redirect from {response.url} to {location!r}: only http and https",
+                reason=FetchReason.BAD_SCHEME,
+            )
 
 
 def _caused_by_tls(exc: BaseException) -> bool:

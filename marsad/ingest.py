@@ -65,15 +65,10 @@ def poll_feeds(
     engine: Engine, settings: Settings, feed_urls: Sequence[str] | None = None
 ) -> list[FeedPoll]:
     """Claim the feeds due now (or ``feed_urls``) and fetch them concurrently, politely."""
+    if feed_urls:
+        check_feeds_registered(engine, feed_urls)
     now = utcnow()
     with session_scope(engine) as session:
-        if feed_urls:
-            known = store.feeds_by_url(session, feed_urls)
-            unknown = [url for url in feed_urls if url not in known]
-            if unknown:
-                raise InputError(
-                    f"feed not registered: {', '.join(unknown)} (add it with `marsad feeds add`)"
-                )
         claimed = store.claim_feeds(
             session, now=now, lease_until=now + FEED_LEASE, urls=feed_urls
         )
@@ -81,6 +76,16 @@ def poll_feeds(
         return []
     results = asyncio.run(_fetch_all(settings, claimed, conditional=True))
     return [FeedPoll(feed, result) for feed, result in zip(claimed, results, strict=True)]
+
+
+def check_feeds_registered(engine: Engine, feed_urls: Sequence[str]) -> None:
+    with session_scope(engine) as session:
+        known = store.feeds_by_url(session, feed_urls)
+    unknown = [url for url in feed_urls if url not in known]
+    if unknown:
+        raise InputError(
+            f"feed not registered: {', '.join(unknown)} (add it with `marsad feeds add`)"
+        )
 
 
 async def _fetch_all(

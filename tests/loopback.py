@@ -73,9 +73,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, *, send_body: bool) -> None:
         app = self.server.app
-        app._record(RecordedRequest(self.command, self.path, {
-            name.lower(): value for name, value in self.headers.items()
-        }))
+        app._record(
+            RecordedRequest(
+                self.command,
+                self.path,
+                {name.lower(): value for name, value in self.headers.items()},
+            )
+        )
         with app._in_flight():
             route = app._route(self.path)
             if route is None:

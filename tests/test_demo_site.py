@@ -24,18 +24,42 @@ EXPECTED_ITEMS = {"levant-monitor.xml": 4, "al-jisr.xml": 3, "euphrates-post.xml
 # Page chrome that a good extractor drops (site header, share bar, related box, newsletter,
 # cookie banner, "Show More", back-to-top, footer), in both languages.
 CHROME = [
-    "Show More", "Related Articles", "Back to top", "Share on X", "Facebook", "WhatsApp",
-    "newsletter", "Newsletter", "cookies", "Cookie", "All rights reserved", "All Rights Reserved",
-    "©", "Read more", "Sign up", "Accept all",
-    "عرض المزيد", "مقالات ذات صلة", "العودة إلى الأعلى", "النشرة البريدية", "اشترك في نشرتنا",
-    "ملفات تعريف الارتباط", "شارك على", "فيسبوك", "واتساب", "جميع الحقوق محفوظة",
+    "Show More",
+    "Related Articles",
+    "Back to top",
+    "Share on X",
+    "Facebook",
+    "WhatsApp",
+    "newsletter",
+    "Newsletter",
+    "cookies",
+    "Cookie",
+    "All rights reserved",
+    "All Rights Reserved",
+    "©",
+    "Read more",
+    "Sign up",
+    "Accept all",
+    "عرض المزيد",
+    "مقالات ذات صلة",
+    "العودة إلى الأعلى",
+    "النشرة البريدية",
+    "اشترك في نشرتنا",
+    "ملفات تعريف الارتباط",
+    "شارك على",
+    "فيسبوك",
+    "واتساب",
+    "جميع الحقوق محفوظة",
 ]
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
 
 
-def fetch(url: str, headers: dict[str, str] | None = None, method: str = "GET",
-          ) -> tuple[int, Message, bytes]:
+def fetch(
+    url: str,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+) -> tuple[int, Message, bytes]:
     assert urlsplit(url).hostname == "127.0.0.1", url
     request = urllib.request.Request(url, headers=headers or {}, method=method)
     try:
@@ -53,9 +77,24 @@ def norm(text: str) -> str:
 class _PageParts(HTMLParser):
     """Body paragraphs (inside itemprop=articleBody, outside asides) and the chrome's text."""
 
-    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-            "track", "wbr"}
-    CHROME_TAGS = {"nav", "footer", "button", "aside", "form"}
+    VOID = frozenset(
+        [
+            "area",
+            "base",
+            "br",
+            "col",
+            "embed",
+            "hr",
+            "img",
+            "input",
+            "link",
+            "meta",
+            "source",
+            "track",
+            "wbr",
+        ]
+    )
+    CHROME_TAGS = frozenset({"nav", "footer", "button", "aside", "form"})
     CHROME_HINT = re.compile(r"cookie|share|newsletter|go-to-top|back-to-top|scroll-to-top")
 
     def __init__(self) -> None:
@@ -71,8 +110,11 @@ class _PageParts(HTMLParser):
         a = {k: v or "" for k, v in attrs}
         in_body, in_chrome = self._stack[-1][1:] if self._stack else (False, False)
         in_body = in_body or a.get("itemprop") == "articleBody"
-        in_chrome = in_chrome or tag in self.CHROME_TAGS or bool(
-            self.CHROME_HINT.search(a.get("class", "") + " " + a.get("id", "")))
+        in_chrome = (
+            in_chrome
+            or tag in self.CHROME_TAGS
+            or bool(self.CHROME_HINT.search(a.get("class", "") + " " + a.get("id", "")))
+        )
         self._stack.append((tag, in_body, in_chrome))
         if tag == "p" and in_body and not in_chrome:
             self._paragraph = []
@@ -137,11 +179,14 @@ def test_feed_list_has_three_outlets_with_base_substituted(web: SampleWeb) -> No
     assert web.base_url.startswith("http://127.0.0.1:")
 
 
-@pytest.mark.parametrize(("name", "content_type"), [
-    ("levant-monitor.xml", "application/rss+xml"),
-    ("al-jisr.xml", "application/atom+xml"),
-    ("euphrates-post.xml", "application/rss+xml"),
-])
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [
+        ("levant-monitor.xml", "application/rss+xml"),
+        ("al-jisr.xml", "application/atom+xml"),
+        ("euphrates-post.xml", "application/rss+xml"),
+    ],
+)
 def test_feed_is_served_and_parses(web: SampleWeb, name: str, content_type: str) -> None:
     status, headers, body = fetch(f"{web.base_url}/feeds/{name}")
     assert status == 200
@@ -203,15 +248,22 @@ def test_every_item_page_is_served_except_the_missing_one(
             'property="article:published_time" content="2026-',
             'property="og:site_name"',
             'name="author"',
-            '<time class="',
+            "<time ",
             'datetime="2026-',
         ):
             assert needle in html, (link, needle)
 
 
 def test_unknown_paths_and_traversal_are_404(web: SampleWeb) -> None:
-    for path in ("/nope.html", "/feeds/", "/feeds", "/../server.py", "/%2e%2e/feeds.yaml",
-                 "/articles/../../server.py", "/.hidden"):
+    for path in (
+        "/nope.html",
+        "/feeds/",
+        "/feeds",
+        "/../server.py",
+        "/%2e%2e/feeds.yaml",
+        "/articles/../../server.py",
+        "/.hidden",
+    ):
         status, _, _ = fetch(web.base_url + path)
         assert status == 404, path
 
@@ -302,4 +354,3 @@ def test_trafilatura_reads_the_page_metadata(feeds: dict[str, feedparser.FeedPar
             assert meta.author == entry.author
             assert meta.sitename in {"Levant Monitor", "الجسر", "The Euphrates Post"}
             assert meta.date == published[:10], entry.link
-

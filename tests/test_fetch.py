@@ -216,7 +216,9 @@ def test_429_retry_after_seconds(server: LoopbackServer) -> None:
 
 def test_503_retry_after_http_date(server: LoopbackServer) -> None:
     later = datetime.now(UTC) + timedelta(hours=1)
-    server.add("/down", "", status=503, headers={"Retry-After": format_datetime(later, usegmt=True)})
+    server.add(
+        "/down", "", status=503, headers={"Retry-After": format_datetime(later, usegmt=True)}
+    )
 
     result = fetch(server.url("/down"))
 
@@ -278,6 +280,15 @@ def test_redirect_without_location_is_an_http_error(server: LoopbackServer) -> N
     result = fetch(server.url("/odd"))
 
     assert result.status is FetchStatus.HTTP_ERROR
+    assert result.reason == "bad_redirect"
+
+
+def test_unparseable_redirect_is_an_error(server: LoopbackServer) -> None:
+    server.redirect("/odd", "http://[::1")
+
+    result = fetch(server.url("/odd"))
+
+    assert result.status is FetchStatus.ERROR
     assert result.reason == "bad_redirect"
 
 

@@ -81,7 +81,7 @@ def upgrade() -> None:
     sa.Column('extraction_error', sa.Text(), nullable=True),
     sa.Column('http_status', sa.Integer(), nullable=True),
     sa.Column('fetch_attempts', sa.Integer(), nullable=False),
-    sa.Column('claimed_until', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('next_fetch_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('places', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
     sa.Column('actors', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
     sa.Column('cluster_id', sa.Integer(), nullable=True),
@@ -96,6 +96,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_articles_discovered_at'), ['discovered_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_articles_extraction_status'), ['extraction_status'], unique=False)
         batch_op.create_index(batch_op.f('ix_articles_feed_id'), ['feed_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_articles_next_fetch_at'), ['next_fetch_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_articles_published_at'), ['published_at'], unique=False)
 
     op.create_table('fetch_events',
@@ -149,6 +150,7 @@ def downgrade() -> None:
     op.drop_table('fetch_events')
     with op.batch_alter_table('articles', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_articles_published_at'))
+        batch_op.drop_index(batch_op.f('ix_articles_next_fetch_at'))
         batch_op.drop_index(batch_op.f('ix_articles_feed_id'))
         batch_op.drop_index(batch_op.f('ix_articles_extraction_status'))
         batch_op.drop_index(batch_op.f('ix_articles_discovered_at'))

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import sys
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
 SITE_DIR = Path(__file__).parent / "site"
@@ -61,7 +62,7 @@ def _not_modified_since(header: str, last_modified: datetime) -> bool:
     except (TypeError, ValueError, IndexError):
         return False
     if since.tzinfo is None:
-        since = since.replace(tzinfo=timezone.utc)
+        since = since.replace(tzinfo=UTC)
     return last_modified <= since
 
 
@@ -71,13 +72,13 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return "MarsadSampleWeb/1.0"
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         self._serve(with_body=True)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._serve(with_body=False)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: the demo prints its own summary
 
     def _serve(self, *, with_body: bool) -> None:
@@ -91,7 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
         if PLACEHOLDER in body:
             body = body.replace(PLACEHOLDER, self.server.base_url.encode("ascii"))
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-        modified = datetime.fromtimestamp(int(path.stat().st_mtime), tz=timezone.utc)
+        modified = datetime.fromtimestamp(int(path.stat().st_mtime), tz=UTC)
         headers = {
             "ETag": etag,
             "Last-Modified": format_datetime(modified, usegmt=True),
@@ -138,7 +139,9 @@ class _Server(ThreadingHTTPServer):
     site_dir: Path
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client hanging up mid-response is not worth a traceback on the demo's console
+        # A client hanging up mid-response is not worth a traceback on the demo's console.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class SampleWeb:
@@ -147,9 +150,7 @@ class SampleWeb:
     ``port=0`` picks a free port; ``base_url`` is known once the server is bound (on entering).
     """
 
-    def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, site_dir: Path = SITE_DIR
-    ) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, site_dir: Path = SITE_DIR) -> None:
         self.host = host
         self.port = port
         self.site_dir = site_dir
@@ -177,7 +178,7 @@ class SampleWeb:
             for entry in data["feeds"]
         ]
 
-    def __enter__(self) -> SampleWeb:
+    def __enter__(self) -> Self:
         server_class = _Server
         if ":" in self.host:
             server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
@@ -187,8 +188,10 @@ class SampleWeb:
         server.site_dir = self.site_dir
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1},
-            name=f"marsad-sample-web:{port}", daemon=True,
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"marsad-sample-web:{port}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -205,8 +208,6 @@ class SampleWeb:
 
 def main() -> None:
     """Serve the sample web until interrupted: ``python -m marsad.demo.server [port]``."""
-    import sys
-
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8765
     with SampleWeb(port=port) as web:
         print(f"Sample web at {web.base_url}/ (Ctrl-C to stop)")

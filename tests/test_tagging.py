@@ -1,0 +1,574 @@
+"""Tagging: topics with evidence, places and actors, Arabic handling, taxonomy validation.
+
+The article texts below are short, invented news items written for these tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from marsad.errors import TaxonomyError
+from marsad.tagging import (
+    TOPICS,
+    Evidence,
+    Tagger,
+    TagResult,
+    get_tagger,
+    normalize_arabic,
+)
+
+
+@pytest.fixture(scope="module")
+def tagger() -> Tagger:
+    return get_tagger()
+
+
+def topics_of(result: TagResult) -> set[str]:
+    return {t.topic for t in result.topics}
+
+
+def evidence_of(result: TagResult, topic: str) -> tuple[Evidence, ...]:
+    return next(t.evidence for t in result.topics if t.topic == topic)
+
+
+def surfaces(result: TagResult, topic: str, title: str | None, text: str | None) -> list[str]:
+    fields = {"title": title or "", "text": text or ""}
+    return [fields[e.field][e.start : e.end] for e in evidence_of(result, topic)]
+
+
+def assert_offsets_sound(result: TagResult, title: str | None, text: str | None) -> None:
+    """Every evidence span is a whole word sequence of the field it names."""
+    fields = {"title": title or "", "text": text or ""}
+    for tag in result.topics:
+        for ev in tag.evidence:
+            value = fields[ev.field]
+            assert 0 <= ev.start < ev.end <= len(value), ev
+            span = value[ev.start : ev.end]
+            assert span.strip() == span, (ev, span)
+            assert ev.start == 0 or not value[ev.start - 1].isalnum(), (ev, span)
+
+
+# --- isis -------------------------------------------------------------------------------------
+
+ISIS_ATTACK_TITLE = "Gunmen kill four soldiers near Palmyra; ISIS claims ambush"
+ISIS_ATTACK_TEXT = (
+    "Four Syrian soldiers were killed on Tuesday when militants ambushed their patrol in the "
+    "desert east of Palmyra, the defence ministry said. The Islamic State group claimed "
+    "responsibility in a statement carried by its Amaq outlet, saying its fighters had "
+    "detonated a roadside bomb before opening fire."
+)
+
+ECONOMY_TITLE = "Iraq's oil exports climb to a ten-year high"
+ECONOMY_TEXT = (
+    "Iraq exported an average of 3.6 million barrels per day last month, the oil ministry said on "
+    "Sunday, the highest level in a decade. Revenue from crude sales funds most of the federal "
+    "budget, and officials hope the windfall will ease pressure on the dinar, which has weakened "
+    "against the dollar since the spring. Fields in the south, run by international companies "
+    "under service contracts, accounted for most of the increase. Production in the north "
+    "recovered more slowly after the war against ISIS ended in 2017, and a pipeline to the "
+    "Turkish port of Ceyhan has been shut since an arbitration ruling. Economists warned that "
+    "the budget remains exposed to swings in global prices: a drop of ten dollars a barrel "
+    "would open a deficit of several billion dollars, one adviser to the finance ministry said, "
+    "adding that the government had yet to diversify its revenue. Traders expect demand from "
+    "Asian refiners to stay firm through the winter."
+)
+
+
+def test_isis_attack_report_is_isis(tagger):
+    result = tagger.tag(ISIS_ATTACK_TITLE, ISIS_ATTACK_TEXT)
+    assert topics_of(result) == {"isis"}
+    tag = result.topics[0]
+    assert 0.5 <= tag.score <= 1
+    found = surfaces(result, "isis", ISIS_ATTACK_TITLE, ISIS_ATTACK_TEXT)
+    assert "ISIS" in found and "Islamic State group" in found and "Amaq" in found
+    assert_offsets_sound(result, ISIS_ATTACK_TITLE, ISIS_ATTACK_TEXT)
+
+
+def test_passing_isis_mention_in_economy_article_is_not_isis(tagger):
+    result = tagger.tag(ECONOMY_TITLE, ECONOMY_TEXT)
+    assert "isis" not in topics_of(result)
+    explained = {t["topic"]: t for t in tagger.explain(ECONOMY_TITLE, ECONOMY_TEXT)["topics"]}
+    assert 0 < explained["isis"]["score"] < explained["isis"]["threshold"]
+
+
+@pytest.mark.parametrize(
+    ("text", "surface"),
+    [
+        (
+            "The so-called Islamic State said its men had attacked the checkpoint.",
+            "so-called Islamic State",
+        ),
+        ("Iraqi forces said DAESH remnants attacked a village in Diyala overnight.", "DAESH"),
+        ("ISIL fighters attacked an army post near Rutba on Friday.", "ISIL"),
+        ("IS militants attacked a checkpoint in Deir ez-Zor, killing two guards.", "IS militants"),
+        ("Da\u2019esh cells attacked shepherds in the Badia, locals said.", "Da\u2019esh"),
+    ],
+)
+def test_english_variants_of_the_name(tagger, text, surface):
+    result = tagger.tag(None, text)
+    assert "isis" in topics_of(result)
+    assert surface in surfaces(result, "isis", None, text)
+
+
+def test_the_verb_is_and_a_generic_islamic_state_are_not_isis(tagger):
+    text = (
+        "This is group work, the teacher said. The movement once wanted an Islamic state in Idlib."
+    )
+    assert "isis" not in topics_of(tagger.tag(None, text))
+
+
+# --- coalition --------------------------------------------------------------------------------
+
+
+def test_coalition_strike_is_coalition(tagger):
+    title = "US-led coalition strike kills senior ISIS commander in eastern Syria"
+    text = (
+        "A coalition airstrike killed a senior Islamic State commander near Deir ez-Zor on Sunday, "
+        "CENTCOM said, adding that no civilians were harmed."
+    )
+    result = tagger.tag(title, text)
+    assert {"isis", "coalition"} <= topics_of(result)
+    found = surfaces(result, "coalition", title, text)
+    assert "US-led coalition" in found and "coalition airstrike" in found and "CENTCOM" in found
+    assert_offsets_sound(result, title, text)
+
+
+def test_centcom_raid_is_coalition(tagger):
+    text = (
+        "U.S. Central Command said on Thursday that its forces, working with the SDF, carried out "
+        "a helicopter raid in Hasakah province that captured an ISIS cell leader."
+    )
+    result = tagger.tag(None, text)
+    assert "coalition" in topics_of(result)
+    assert "U.S. Central Command" in surfaces(result, "coalition", None, text)
+
+
+def test_centcom_without_isis_is_not_coalition(tagger):
+    text = "CENTCOM said its warships intercepted two Houthi drones over the Red Sea on Monday."
+    assert "coalition" not in topics_of(tagger.tag(None, text))
+
+
+@pytest.mark.parametrize(
+    ("title", "text"),
+    [
+        pytest.param(
+            "Iraq's ruling coalition picks a new speaker",
+            "The Shiite-led coalition government in Baghdad won a confidence vote on Tuesday. "
+            "Leaders of the ruling coalition said rebuilding areas once held by ISIS would be a "
+            "priority, alongside electricity and jobs.",
+            id="coalition-government",
+        ),
+        pytest.param(
+            "",
+            "The Syrian National Coalition, the main opposition body abroad, condemned the ISIS "
+            "bombing and urged the National Coalition's friends to help displaced families.",
+            id="national-coalition",
+        ),
+        pytest.param(
+            "Saudi-led coalition strikes Houthi sites",
+            "The Saudi-led coalition in Yemen said on Monday its aircraft struck Houthi drone "
+            "workshops near Marib. The coalition said the strikes were legitimate.",
+            id="yemen",
+        ),
+        pytest.param(
+            "SDF arrests ISIS suspects in Hasakah",
+            "The Syrian Democratic Forces said their fighters arrested three ISIS suspects in a "
+            "raid on a village south of Hasakah. The SDF did not say whether anyone else took part.",
+            id="sdf-alone",
+        ),
+        pytest.param(
+            "Erdogan's coalition partner criticises Baghdad",
+            "The MHP, a coalition partner of Turkey's ruling party, said Iraq must do more against "
+            "the PKK and ISIS.",
+            id="political-coalition-partner",
+        ),
+        pytest.param(
+            "",
+            "المعارضة: الائتلاف الوطني السوري يدين تفجيرا تبناه داعش، فيما تشكلت حكومة ائتلافية "
+            "جديدة في بغداد.",
+            id="arabic-national-coalition",
+        ),
+    ],
+)
+def test_coalition_near_misses_are_not_coalition(tagger, title, text):
+    assert "coalition" not in topics_of(tagger.tag(title, text))
+
+
+# --- regional_cooperation ---------------------------------------------------------------------
+
+
+def test_jordan_iraq_intelligence_sharing_is_regional_cooperation(tagger):
+    title = "Jordan and Iraq agree to step up intelligence sharing"
+    text = (
+        "Jordanian and Iraqi interior ministers met in Amman on Monday and agreed to exchange "
+        "intelligence on ISIS cells and drug smuggling along their shared border, a joint "
+        "statement said. They also discussed joint patrols and border security."
+    )
+    result = tagger.tag(title, text)
+    assert "regional_cooperation" in topics_of(result)
+    found = surfaces(result, "regional_cooperation", title, text)
+    assert "intelligence sharing" in found and "joint patrols" in found
+    assert result.places[:3] == ("Jordan", "Iraq", "Amman")
+
+
+def test_turkey_iraq_trade_deal_is_not_regional_cooperation(tagger):
+    title = "Turkey and Iraq sign trade deal on Development Road"
+    text = (
+        "Turkish and Iraqi trade ministers signed a memorandum in Baghdad on Wednesday to expand "
+        "bilateral trade, build a railway from Basra to the Turkish border and open a new border "
+        "crossing. Officials said trade could reach twenty billion dollars."
+    )
+    result = tagger.tag(title, text)
+    assert topics_of(result) == set()
+    assert {"Turkey", "Iraq", "Baghdad", "Basra"} <= set(result.places)
+
+
+def test_jordan_and_the_us_alone_are_not_regional_cooperation(tagger):
+    title = "Jordan, US discuss security cooperation"
+    text = (
+        "Jordan's army chief and a visiting US general discussed security cooperation, "
+        "intelligence sharing and joint exercises in Amman on Sunday, the Jordanian army said."
+    )
+    assert "regional_cooperation" not in topics_of(tagger.tag(title, text))
+
+
+@pytest.mark.parametrize(
+    ("title", "text"),
+    [
+        pytest.param(
+            "Jordan tightens border security",
+            "Jordan's army said it had tightened border security along the frontier with Syria "
+            "after a rise in drug smuggling attempts.",
+            id="one-state-acting-alone",
+        ),
+        pytest.param(
+            "Israel strikes near Damascus",
+            "Israeli jets struck targets near Damascus on Monday, Syrian state media said.",
+            id="hostile-action",
+        ),
+    ],
+)
+def test_security_news_between_two_states_without_cooperation(tagger, title, text):
+    assert "regional_cooperation" not in topics_of(tagger.tag(title, text))
+
+
+def test_talks_on_border_security_between_two_states_is_regional_cooperation(tagger):
+    title = "Iraqi and Syrian officials meet on border security"
+    text = "Iraqi and Syrian officials met in Baghdad on Sunday to discuss border security."
+    assert "regional_cooperation" in topics_of(tagger.tag(title, text))
+
+
+def test_arabic_regional_cooperation(tagger):
+    text = (
+        "بحث وزيرا الداخلية الأردني والعراقي في عمّان تعزيز التعاون الأمني وتبادل المعلومات "
+        "الاستخبارية لمواجهة خلايا داعش وتهريب المخدرات على الحدود المشتركة."
+    )
+    result = tagger.tag(None, text)
+    assert "regional_cooperation" in topics_of(result)
+    found = surfaces(result, "regional_cooperation", None, text)
+    assert "وتبادل المعلومات الاستخبارية" in found and "التعاون الأمني" in found
+    assert {"Jordan", "Iraq", "Amman"} <= set(result.places)
+
+
+def test_arabic_trade_deal_is_not_regional_cooperation(tagger):
+    text = (
+        "وقّع وزيرا التجارة التركي والعراقي في بغداد اتفاقاً لتوسيع التبادل التجاري وإنشاء طريق "
+        "التنمية وافتتاح منفذ حدودي جديد."
+    )
+    assert topics_of(tagger.tag(None, text)) == set()
+
+
+# --- Arabic normalisation and offsets ---------------------------------------------------------
+
+
+def test_normalize_arabic():
+    assert normalize_arabic("أإآٱ") == "اااا"
+    assert normalize_arabic("الدولة الإسلاميّة") == "الدوله الاسلاميه"
+    assert normalize_arabic("مستشفى") == "مستشفي"
+    assert normalize_arabic("داعـــش") == "داعش"
+    assert normalize_arabic("هجومٍ") == "هجوم"
+    assert normalize_arabic("ISIS 2025") == "ISIS 2025"
+
+
+def test_arabic_isis_with_prefixes_and_diacritics_keeps_original_offsets(tagger):
+    title = "هجوم لداعش على حاجز في البادية"
+    text = (
+        "قُتل ثلاثة عناصر من الجيش السوري في هجومٍ شنّه مسلّحو تنظيم الدولة الإسلامية على حاجز "
+        "قرب تدمر، وتبنّى التنظيم الهجوم عبر وكالة أعماق. وتتكرر المواجهات بين قسد وداعش."
+    )
+    result = tagger.tag(title, text)
+    assert "isis" in topics_of(result)
+    evidence = evidence_of(result, "isis")
+    by_surface = {(title if e.field == "title" else text)[e.start : e.end]: e for e in evidence}
+    assert by_surface["لداعش"].field == "title"
+    assert by_surface["لداعش"].term == "داعش*"
+    assert by_surface["وداعش"].field == "text"
+    assert by_surface["وتبنّى"].term == "تبنى"  # shadda kept in the span
+    assert "هجومٍ" in by_surface  # tanween kept in the span
+    assert "تنظيم الدولة" in by_surface or "تنظيم الدولة الإسلامية" in by_surface
+    assert_offsets_sound(result, title, text)
+    assert {"Syria", "Palmyra"} <= set(result.places)
+    assert {"Syrian army", "SDF"} <= set(result.actors)
+
+
+def test_arabic_coalition_with_attached_preposition(tagger):
+    text = (
+        "رحّبت دمشق بالتحالف الدولي في حربه على داعش، بعد أن نفّذت طائرات التحالف غارة جوية "
+        "استهدفت قيادياً في التنظيم قرب دير الزور."
+    )
+    result = tagger.tag(None, text)
+    assert {"isis", "coalition"} <= topics_of(result)
+    evidence = evidence_of(result, "coalition")
+    first = evidence[0]
+    assert text[first.start : first.end] == "بالتحالف الدولي"
+    assert first.term == "التحالف الدولي"
+    assert {"Damascus", "Deir ez-Zor"} <= set(result.places)
+
+
+def test_hamza_variants_and_invisible_marks(tagger):
+    # Written without hamza, with tatweel and a right-to-left mark: still found, offsets exact.
+    text = "الاردن والعراق يبحثان التعاون الامني وتبادل المعلومات لمواجهة داعـــش\u200f في البادية."
+    result = tagger.tag(None, text)
+    assert "regional_cooperation" in topics_of(result)
+    spans = {text[e.start : e.end] for t in result.topics for e in t.evidence}
+    assert "التعاون الامني" in spans
+    assert any(s.startswith("داعـــش") for s in spans)
+    assert result.places[:2] == ("Jordan", "Iraq")
+
+
+def test_article_required_terms_do_not_match_without_it(tagger):
+    # "الهول" (al-Hol) is written with the article; "هول" alone is an ordinary word (horror).
+    result = tagger.tag(None, "وصف الشهود هول الصدمة بعد الانفجار في السوق.")
+    assert "al-Hol" not in result.places
+    result = tagger.tag(None, "نقلت السلطات عائلات من مخيم الهول إلى العراق.")
+    assert "al-Hol" in result.places
+
+
+# --- fields, places, actors, output -----------------------------------------------------------
+
+
+def test_evidence_field_title_versus_text(tagger):
+    title = "ISIS claims attack on army post"
+    text = "Militants of the Islamic State group attacked a post near Raqqa."
+    result = tagger.tag(title, text)
+    fields = {e.field for e in evidence_of(result, "isis")}
+    assert fields == {"title", "text"}
+    for ev in evidence_of(result, "isis"):
+        source = title if ev.field == "title" else text
+        assert source[ev.start : ev.end] in {
+            "ISIS",
+            "attack",
+            "attacked",
+            "Islamic State group",
+            "Militants",
+        }
+
+
+def test_places_and_actors(tagger):
+    title = "SDF and CENTCOM hold talks in Hasakah"
+    text = (
+        "Officials from the Syrian Ministry of Interior met Hayat Tahrir al-Sham veterans in "
+        "Damascus, while the Iraqi army reinforced the border near al-Qaim facing Deir ez-Zor and "
+        "the al-Hol camp. وفي دير الزور نفذت قسد حملة دهم."
+    )
+    result = tagger.tag(title, text)
+    assert result.places == (
+        "Hasakah",
+        "Syria",
+        "Damascus",
+        "Iraq",
+        "al-Qaim",
+        "Deir ez-Zor",
+        "al-Hol",
+    )
+    assert result.actors == (
+        "SDF",
+        "CENTCOM",
+        "Syrian Ministry of Interior",
+        "Hayat Tahrir al-Sham",
+        "Iraqi army",
+    )
+
+
+def test_empty_input(tagger):
+    result = tagger.tag(None, None)
+    assert result == TagResult((), (), ())
+    assert tagger.tag("", "").to_dict() == {"topics": [], "places": [], "actors": []}
+
+
+def test_to_dict_shape_is_json(tagger):
+    result = tagger.tag(ISIS_ATTACK_TITLE, ISIS_ATTACK_TEXT)
+    data = json.loads(json.dumps(result.to_dict(), ensure_ascii=False))
+    assert set(data) == {"topics", "places", "actors"}
+    topic = data["topics"][0]
+    assert set(topic) == {"topic", "score", "evidence"}
+    assert topic["topic"] in TOPICS
+    assert set(topic["evidence"][0]) == {"term", "field", "start", "end"}
+
+
+def test_bundled_tagger_is_cached_and_versioned():
+    assert get_tagger() is get_tagger()
+    assert isinstance(get_tagger().version, str) and get_tagger().version
+    assert set(get_tagger().thresholds) == set(TOPICS)
+
+
+def test_tagging_is_deterministic(tagger):
+    first = tagger.tag(ISIS_ATTACK_TITLE, ISIS_ATTACK_TEXT)
+    assert tagger.tag(ISIS_ATTACK_TITLE, ISIS_ATTACK_TEXT) == first
+
+
+# --- custom and malformed taxonomies ----------------------------------------------------------
+
+MINIMAL = """\
+version: "test-1"
+contexts:
+  near_isis: {topic_terms: isis, window: 100}
+topics:
+  isis:
+    threshold: 0.3
+    terms: [ISIS, داعش*]
+  coalition:
+    threshold: 0.3
+    terms:
+      - {term: coalition, weight: 1.0, needs: near_isis}
+      - {term: CENTCOM, weight: 1.0, needs: near_isis}
+      - {term: OIR, weight: 1.0, case: sensitive}
+      - {term: Operation Inherent Resolve, weight: WEIGHT}
+    exclude: [coalition government]
+  regional_cooperation:
+    threshold: 0.3
+    terms: [joint operations center]
+places:
+  - {name: Syria, terms: [Syria]}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "taxonomy.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_custom_single_file_taxonomy(tmp_path):
+    tagger = Tagger.from_path(write(tmp_path, MINIMAL.replace("WEIGHT", "2")))
+    assert tagger.version == "test-1"
+    assert topics_of(tagger.tag(None, "ISIS fighters were hit by coalition jets in Syria.")) == {
+        "isis",
+        "coalition",
+    }
+    assert "coalition" not in topics_of(tagger.tag(None, "The coalition government met on ISIS."))
+    assert "coalition" not in topics_of(tagger.tag(None, "The oir of the machine."))
+    assert tagger.tag(None, "Syria").places == ("Syria",)
+
+
+def test_fingerprint_follows_the_files(tmp_path):
+    first = Tagger.from_path(write(tmp_path, MINIMAL.replace("WEIGHT", "2")))
+    again = Tagger.from_path(write(tmp_path, MINIMAL.replace("WEIGHT", "2")))
+    edited = Tagger.from_path(write(tmp_path, MINIMAL.replace("WEIGHT", "3")))
+    assert first.fingerprint == again.fingerprint != edited.fingerprint
+    assert first.version == edited.version == "test-1"
+
+
+def test_custom_taxonomy_folder(tmp_path):
+    write(tmp_path, MINIMAL.replace("WEIGHT", "2").split("places:")[0], "topics.yaml")
+    write(tmp_path, "places:\n  - {name: Iraq, terms: [Iraq, عراق*]}\n", "places.yaml")
+    write(tmp_path, "actors:\n  - {name: SDF, terms: [SDF, قسد]}\n", "actors.yaml")
+    result = Tagger.from_path(tmp_path).tag(None, "قسد في العراقية ISIS")
+    assert result.places == ("Iraq",) and result.actors == ("SDF",)
+
+
+def test_context_lists_and_context_terms(tmp_path):
+    text = MINIMAL.replace("WEIGHT", "2").replace(
+        "  near_isis: {topic_terms: isis, window: 100}\n",
+        "  near_isis: {topic_terms: isis, window: 100}\n"
+        "  talks: {terms: [met, talks], window: 30}\n"
+        "  two: {countries: [Syria, Iraq], min_countries: 2, window: 60}\n",
+    )
+    text = text.replace(
+        "terms: [joint operations center]",
+        "terms: [{term: border security, needs: [two, talks]}]",
+    )
+    text += "  - {name: Iraq, terms: [Iraq]}\n"
+    tagger = Tagger.from_path(write(tmp_path, text))
+    assert "regional_cooperation" in topics_of(
+        tagger.tag(None, "Syria and Iraq met on border security.")
+    )
+    assert "regional_cooperation" not in topics_of(
+        tagger.tag(None, "Syria tightened border security facing Iraq.")
+    )
+    assert "regional_cooperation" not in topics_of(
+        tagger.tag(None, "Syria met on border security.")
+    )
+
+
+def test_malformed_weight_names_file_and_place(tmp_path):
+    path = write(tmp_path, MINIMAL.replace("WEIGHT", "high"))
+    with pytest.raises(TaxonomyError) as info:
+        Tagger.from_path(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "topics.coalition.terms[3]: weight must be a number" in message
+    assert re.search(r"line \d+", message)
+    assert info.value.reason == "taxonomy"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('version: "test-1"', "version: 1.5", "version"),
+        (
+            "threshold: 0.3\n    terms: [ISIS",
+            "threshold: 3\n    terms: [ISIS",
+            "topics.isis: threshold",
+        ),
+        ("  regional_cooperation:", "  regional:", "topics.regional: unknown topic"),
+        (
+            "needs: near_isis}\n      - {term: CENTCOM",
+            "needs: nowhere}\n      - {term: CENTCOM",
+            "nowhere",
+        ),
+        ("case: sensitive", "case: loud", "topics.coalition.terms[2]: case"),
+        ("needs: near_isis}", "needs: [near_isis, nowhere]}", "needs 'nowhere'"),
+        (
+            "[ISIS, داعش*]",
+            "[ISIS, {term: x, pattern: '(a|b)'}]",
+            "topics.isis.terms[1]: pattern must not contain capturing groups",
+        ),
+        ("[ISIS, داعش*]", "[ISIS, ISIS]", "topics.isis.terms[1]: 'ISIS' is listed twice"),
+        ("[ISIS, داعش*]", "[ISIS, 'IS*IS']", "only allowed at the end"),
+        (
+            "exclude: [coalition government]",
+            "exclude: [{term: x, weight: 2}]",
+            "unknown key 'weight'",
+        ),
+        (
+            "{topic_terms: isis, window: 100}",
+            "{topic_terms: isis}",
+            "contexts.near_isis: window is missing",
+        ),
+        (
+            "- {name: Syria, terms: [Syria]}",
+            "- {name: Syria}",
+            "places[0]: terms must be a non-empty list",
+        ),
+        ("terms: [ISIS, داعش*]", "terms: [ISIS, داعش*\n", "YAML syntax error"),
+    ],
+)
+def test_malformed_taxonomies(tmp_path, old, new, expected):
+    text = MINIMAL.replace("WEIGHT", "1")
+    assert old in text
+    with pytest.raises(TaxonomyError) as info:
+        Tagger.from_path(write(tmp_path, text.replace(old, new)))
+    assert expected in str(info.value)
+    assert "taxonomy.yaml" in str(info.value)
+
+
+def test_missing_taxonomy(tmp_path):
+    with pytest.raises(TaxonomyError, match="not found"):
+        Tagger.from_path(tmp_path / "nowhere")
+    with pytest.raises(TaxonomyError, match="topics.yaml"):
+        Tagger.from_path(tmp_path)  # a folder without topics.yaml
