@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 from marsad import ingest as stages
 from marsad.config import get_settings
 from marsad.db import ensure_schema, get_engine
-from marsad.extract import ExtractorPool
+from marsad.extract import ExtractorPool, shared_pool
 from models import RunStatus
 
 
@@ -83,16 +83,14 @@ def ingest(feed_urls: list[str] | None = None) -> stages.RunSummary:
         polls = poll_feeds(feed_urls)
         outcomes = parse_feeds(polls)
         record = record_feeds(run_id, outcomes)
-        with ExtractorPool(
-            workers=settings.extract_workers,
-            timeout=settings.extract_timeout,
-            max_bytes=settings.extract_max_bytes,
-        ) as pool:
-            while pending := claim_pages():
-                fetched = fetch_pages(pending)
-                extracted = extract_pages(pool, fetched)
-                tagged = tag_articles(extracted)
-                stored.append(store_articles(tagged))
+        pool = shared_pool(
+            settings.extract_workers, settings.extract_timeout, settings.extract_max_bytes
+        )
+        while pending := claim_pages():
+            fetched = fetch_pages(pending)
+            extracted = extract_pages(pool, fetched)
+            tagged = tag_articles(extracted)
+            stored.append(store_articles(tagged))
     except Exception as exc:
         summary = stages.finish_run(
             _engine(), run_id, outcomes, record, stored, status=RunStatus.FAILED, error=str(exc)

@@ -23,11 +23,13 @@ interior blocks the balanced mode finds and precision mode drops (lower F1, twic
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import logging
 import multiprocessing
 import os
 import re
+import threading
 import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -672,3 +674,33 @@ class ExtractorPool:
                     results.append(_failure("failed", f"{type(exc).__name__}: {exc}"[:500]))
             report_progress("extract pages", done, len(pending))
         return results
+
+
+_shared_pool: ExtractorPool | None = None
+_shared_pool_lock = threading.Lock()
+
+
+def shared_pool(workers: int = 0, timeout: float = 20.0, max_bytes: int = 5 * 1024 * 1024) -> ExtractorPool:
+    """One pool per process, kept across ingest runs and closed at exit.
+
+    Starting a worker costs 1–2 s (it loads trafilatura and the language model), more than a whole
+    run of a few feeds takes: a long-lived ``marsad serve`` or a test session pays it once.
+    """
+    global _shared_pool
+    with _shared_pool_lock:
+        pool = _shared_pool
+        wanted = (workers if workers > 0 else (os.cpu_count() or 1), timeout, max_bytes)
+        if pool is not None and (pool.workers, pool.timeout, pool.max_bytes) != wanted:
+            pool.close()
+            pool = None
+        if pool is None:
+            pool = ExtractorPool(workers=workers, timeout=timeout, max_bytes=max_bytes)
+            if _shared_pool is None:
+                atexit.register(_close_shared_pool)
+            _shared_pool = pool
+        return pool
+
+
+def _close_shared_pool() -> None:
+    if _shared_pool is not None:
+        _shared_pool.close()

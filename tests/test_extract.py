@@ -79,6 +79,30 @@ def test_saved_page_metadata(name: str) -> None:
     assert page.published_at.utcoffset() == timedelta(0)
 
 
+def test_closing_sentences_that_merely_sound_like_chrome_are_kept() -> None:
+    body = "".join(
+        f"<p>{sentence}</p>"
+        for sentence in [
+            (
+                "Negotiators from both governments met in Amman for a third round of talks on"
+                " Sunday, and officials described the atmosphere as constructive but cautious."
+            ),
+            (
+                "The draft under discussion would let border guards pursue smugglers a few"
+                " kilometres into the other country when both sides agree in advance."
+            ),
+            "Damascus is expected to sign up to the agreement next month.",
+            "The interior ministry said it would follow up on the remaining questions.",
+        ]
+    )
+    page = extract_page(short_page(body))
+    assert page.status == "ok"
+    assert page.text.endswith(
+        "Damascus is expected to sign up to the agreement next month.\n"
+        "The interior ministry said it would follow up on the remaining questions."
+    )
+
+
 def test_language_comes_from_the_text_not_the_markup() -> None:
     html = page_bytes("inline-chrome-arabic")
     assert b'<html lang="en">' in html and b'content-language" content="en"' in html

@@ -27,6 +27,17 @@ def run_ingest(feed_urls: list[str] | None = None) -> stages.RunSummary:
     return state.result()
 
 
+def summary_artifact(flow_run_id: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return artifact.data
+
+
 def add(engine: Engine, *urls: str, language: str | None = None) -> None:
     with session_scope(engine) as session:
         add_feeds(session, [FeedSpec(url=url, language=language) for url in urls])
@@ -82,6 +93,9 @@ def test_new_items_are_stored_once_clean_and_tagged(engine: Engine, http_server:
     assert (english.id, "isis") in topics
     assert (arabic.id, "regional_cooperation") in topics
     assert run.status == "completed" and run.articles_new == 2
+    # The run leaves its summary as a Prefect artifact of its flow run.
+    markdown = summary_artifact(run.flow_run_id)
+    assert f"# Ingest run {run.id}: completed" in markdown and "| 1 | 1 | 0 | 0 | 2 | 2 |" in markdown
 
 
 def test_rerun_adds_nothing_and_sends_conditional_requests(
