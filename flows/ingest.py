@@ -23,6 +23,11 @@ def _engine():  # each task builds (or reuses) its engine; engines never travel 
     return get_engine(get_settings().database_url)
 
 
+# Database steps retry a brief outage (a PostgreSQL restart, a locked SQLite); each is idempotent:
+# feeds already recorded in this run are skipped, stored pages are rewritten whole.
+DB_RETRIES = {"retries": 2, "retry_delay_seconds": 5}
+
+
 @task(cache_policy=NO_CACHE)
 def open_run() -> int:
     engine = _engine()
@@ -40,12 +45,12 @@ def parse_feeds(polls: list[stages.FeedPoll]) -> list[stages.FeedOutcome]:
     return stages.parse_feeds(polls)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, **DB_RETRIES)
 def record_feeds(run_id: int, outcomes: list[stages.FeedOutcome]) -> stages.RecordReport:
     return stages.record_feeds(_engine(), get_settings(), run_id, outcomes)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, **DB_RETRIES)
 def claim_pages() -> list:
     return stages.claim_pages(_engine())
 
@@ -65,7 +70,7 @@ def tag_articles(extracted: list) -> list[stages.ArticleUpdate]:
     return stages.tag_articles(extracted)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, **DB_RETRIES)
 def store_articles(updates: list[stages.ArticleUpdate]) -> stages.StoreReport:
     return stages.store_articles(_engine(), updates)
 

@@ -340,7 +340,12 @@ def _run_ingest(feed_urls: list[str] | None) -> Any:
     from flows.ingest import ingest as ingest_flow
 
     with _progress_bar():
-        state = ingest_flow(feed_urls=feed_urls, return_state=True)
+        try:
+            state = ingest_flow(feed_urls=feed_urls, return_state=True)
+        except Exception as exc:  # Prefect itself could not run (its server did not start...)
+            raise MarsadError(
+                f"could not run the ingest flow: {exc} (PREFECT_LOGGING_LEVEL=DEBUG shows more)"
+            ) from exc
     if not state.is_completed():
         try:
             state.result()

@@ -177,7 +177,12 @@ def record_feeds(
     One transaction per feed: the validators never say "seen" for items that were not stored.
     """
     report = RecordReport()
+    # A retried task must not record a feed twice (its error count, its fetch event).
+    with session_scope(engine) as session:
+        recorded = store.feeds_recorded_in_run(session, run_id)
     for outcome in outcomes:
+        if outcome.feed.id in recorded:
+            continue
         now = utcnow()
         with session_scope(engine) as session:
             new_count = _record_one(session, settings, run_id, outcome, now)

@@ -300,5 +300,9 @@ def feed_names(session: Session) -> dict[int, str]:
     }
 
 
+def feeds_recorded_in_run(session: Session, run_id: int) -> set[int]:
+    return set(session.scalars(select(FetchEvent.feed_id).where(FetchEvent.run_id == run_id)))
+
+
 def record_fetch_event(session: Session, **fields: Any) -> None:
     session.add(FetchEvent(**fields))

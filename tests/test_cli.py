@@ -191,3 +191,31 @@ def test_the_installed_command_runs(tmp_path: Path) -> None:
     bad = subprocess.run([*command, "feeds", "add", "javascript:alert(1)"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == ["marsad: error: not an http(s) URL: 'javascript:alert(1)'"]
+
+
+def test_days_are_read_in_the_analysts_time_zone(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import datetime, timezone
+
+    from marsad.config import reset_settings
+    from marsad.db import make_engine, session_scope
+    from models import Article
+
+    engine = make_engine(db_url)
+    with session_scope(engine) as session:  # 01:30 on 10 November in Baghdad, still the 9th in UTC
+        session.add(Article(canonical_url="https://wire.example/late", url="https://wire.example/late",
+                            title="Late story", published_at=datetime(2026, 11, 9, 22, 30, tzinfo=timezone.utc)))
+    engine.dispose()
+
+    def listed(*args: str) -> list[dict]:
+        code, out, err = marsad("articles", "list", "--format", "json", *args)
+        assert code == 0, err
+        return json.loads(out)
+
+    assert listed("--since", "2026-11-10") == []
+    assert [a["published_at"] for a in listed("--until", "2026-11-09")] == ["2026-11-09T22:30:00+00:00"]
+    monkeypatch.setenv("MARSAD_TIMEZONE", "Asia/Baghdad")
+    reset_settings()
+    assert [a["published_at"] for a in listed("--since", "2026-11-10", "--until", "2026-11-10")] == [
+        "2026-11-10T01:30:00+03:00"
+    ]
+    assert listed("--until", "2026-11-09") == []

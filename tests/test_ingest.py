@@ -274,6 +274,14 @@ def test_overlapping_runs_claim_each_feed_and_page_once(engine: Engine, http_ser
     for _ in range(2):  # recording the same items twice stores them once
         stages.record_feeds(engine, settings, stages.open_run(engine), stages.parse_feeds(first))
     assert len(articles(engine)) == 2
+    # A retried record step within one run writes each feed's event once.
+    run_id = stages.open_run(engine)
+    stages.record_feeds(engine, settings, run_id, stages.parse_feeds(first))
+    retried = stages.record_feeds(engine, settings, run_id, stages.parse_feeds(first))
+    assert retried.feeds_ok == 0 and retried.articles_new == 0
+    with session_scope(engine) as session:
+        events = session.scalars(select(FetchEvent).where(FetchEvent.run_id == run_id)).all()
+    assert len(events) == 1
     assert len(stages.claim_pages(engine)) == 2
     assert stages.claim_pages(engine) == []
 
