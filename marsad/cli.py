@@ -34,7 +34,7 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)
 
 
 def _stdout() -> Console:
@@ -324,6 +324,15 @@ def ingest(
     Exits 0 when the run completed, even if some feeds or pages failed (they are recorded and
     retried later).
     """
+    from marsad.store import list_feeds
+
+    with _session() as session:
+        if not list_feeds(session):
+            stderr.print(
+                "no feeds to poll: add one with `marsad feeds add URL` "
+                "or a list with `marsad feeds import FILE`"
+            )
+            return
     summary = _run_ingest(feed or None)
     _print_summary(summary)
 
