@@ -96,9 +96,9 @@ def main() -> None:
             outcomes = timed("parse feeds", args.feeds, lambda: stages.parse_feeds(polls), totals)
             record = timed("record items", args.articles, lambda: stages.record_feeds(engine, settings, run_id, outcomes), totals)
             stored = 0
-            while pending := timed("claim pages", 0, lambda: stages.claim_pages(engine), totals):
+            while pending := timed("claim pages", 0, lambda: stages.claim_pages(engine, settings), totals):
                 fetched = timed("fetch pages", len(pending), lambda: stages.fetch_pages(settings, pending), totals)
-                extracted = timed("extract", len(pending), lambda: stages.extract_pages(pool, fetched), totals)
+                extracted = timed("extract", len(pending), lambda: stages.extract_pages(pool, settings, fetched), totals)
                 updates = timed("tag", len(pending), lambda: stages.tag_articles(extracted), totals)
                 stored += timed("store", len(pending), lambda: stages.store_articles(engine, updates), totals).stored
 

@@ -1,4 +1,4 @@
-"""The ingest flow: poll → parse → record → (fetch pages → extract → tag → store) per batch.
+"""The ingest flow: poll → parse → record → (claim → fetch pages → extract → tag → store) per batch.
 
 Tasks are per stage or per batch of pages, never per article: each task run costs the Prefect
 server about 20 ms of CPU, more than extracting a page. Task arguments carry bytes and pools, so
@@ -16,16 +16,16 @@ from marsad import ingest as stages
 from marsad.config import get_settings
 from marsad.db import ensure_schema, get_engine
 from marsad.extract import ExtractorPool, shared_pool
+from marsad.store import PendingArticle
 from models import RunStatus
-
-
-def _engine():  # each task builds (or reuses) its engine; engines never travel as arguments
-    return get_engine(get_settings().database_url)
-
 
 # Database steps retry a brief outage (a PostgreSQL restart, a locked SQLite); each is idempotent:
 # feeds already recorded in this run are skipped, stored pages are rewritten whole.
 DB_RETRIES = {"retries": 2, "retry_delay_seconds": 5}
+
+
+def _engine():  # each task builds (or reuses) its engine; engines never travel as arguments
+    return get_engine(get_settings().database_url)
 
 
 @task(cache_policy=NO_CACHE)
@@ -51,23 +51,23 @@ def record_feeds(run_id: int, outcomes: list[stages.FeedOutcome]) -> stages.Reco
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRIES)
-def claim_pages() -> list:
-    return stages.claim_pages(_engine())
+def claim_pages() -> list[PendingArticle]:
+    return stages.claim_pages(_engine(), get_settings())
 
 
 @task(cache_policy=NO_CACHE)
-def fetch_pages(pending: list) -> list[stages.PageFetch]:
+def fetch_pages(pending: list[PendingArticle]) -> list[stages.PageFetch]:
     return stages.fetch_pages(get_settings(), pending)
 
 
 @task(cache_policy=NO_CACHE)
-def extract_pages(pool: ExtractorPool, fetched: list[stages.PageFetch]) -> list:
-    return stages.extract_pages(pool, fetched)
+def extract_pages(pool: ExtractorPool, fetched: list[stages.PageFetch]) -> list[stages.ArticleUpdate]:
+    return stages.extract_pages(pool, get_settings(), fetched)
 
 
 @task(cache_policy=NO_CACHE)
-def tag_articles(extracted: list) -> list[stages.ArticleUpdate]:
-    return stages.tag_articles(extracted)
+def tag_articles(updates: list[stages.ArticleUpdate]) -> list[stages.ArticleUpdate]:
+    return stages.tag_articles(updates)
 
 
 @task(cache_policy=NO_CACHE, **DB_RETRIES)
@@ -78,7 +78,6 @@ def store_articles(updates: list[stages.ArticleUpdate]) -> stages.StoreReport:
 @flow(name="ingest")
 def ingest(feed_urls: list[str] | None = None) -> stages.RunSummary:
     """Poll the due feeds (or only ``feed_urls``) and store their new articles, clean and tagged."""
-    logger = get_run_logger()
     settings = get_settings()
     run_id = open_run()
     outcomes: list[stages.FeedOutcome] = []
@@ -93,17 +92,21 @@ def ingest(feed_urls: list[str] | None = None) -> stages.RunSummary:
         )
         while pending := claim_pages():
             fetched = fetch_pages(pending)
-            extracted = extract_pages(pool, fetched)
-            tagged = tag_articles(extracted)
+            updates = extract_pages(pool, fetched)
+            tagged = tag_articles(updates)
             stored.append(store_articles(tagged))
     except Exception as exc:
-        summary = stages.finish_run(
+        _report(stages.finish_run(
             _engine(), run_id, outcomes, record, stored, status=RunStatus.FAILED, error=str(exc)
-        )
-        logger.error(summary.as_log_line())
+        ))
         raise
-    summary = stages.finish_run(_engine(), run_id, outcomes, record, stored)
-    logger.info(summary.as_log_line())
+    return _report(stages.finish_run(_engine(), run_id, outcomes, record, stored))
+
+
+def _report(summary: stages.RunSummary) -> stages.RunSummary:
+    """The run's summary in the log and as a markdown artifact on the flow run."""
+    logger = get_run_logger()
+    (logger.info if summary.status == RunStatus.COMPLETED else logger.error)(summary.as_log_line())
     create_markdown_artifact(
         key="ingest-summary", markdown=summary.as_markdown(), description="Ingest run summary"
     )

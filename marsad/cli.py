@@ -253,10 +253,10 @@ def feeds_add(
     language: Annotated[str | None, typer.Option(help="The feed's language code, e.g. en or ar.")] = None,
 ) -> None:
     """Record a feed to monitor. Fetches nothing."""
-    from marsad.feeds import FeedSpec, validate_feed_url
+    from marsad.feeds import FeedSpec, validate_feed_url, validate_language
     from marsad.store import add_feeds
 
-    spec = FeedSpec(url=validate_feed_url(url), name=name, language=language)
+    spec = FeedSpec(url=validate_feed_url(url), name=name, language=validate_language(language))
     with _session() as session:
         added, _ = add_feeds(session, [spec])
     stderr.print(f"added {spec.url}" if added else f"already monitored: {spec.url}")
@@ -324,8 +324,11 @@ def ingest(
     Exits 0 when the run completed, even if some feeds or pages failed (they are recorded and
     retried later).
     """
+    from marsad.ingest import check_feeds_registered
     from marsad.store import list_feeds
 
+    if feed:
+        check_feeds_registered(_engine(), feed)
     with _session() as session:
         if not list_feeds(session):
             stderr.print(
@@ -338,13 +341,7 @@ def ingest(
 
 
 def _run_ingest(feed_urls: list[str] | None) -> Any:
-    # A database problem or an unknown feed is reported before Prefect starts its server.
-    from marsad.ingest import check_feeds_registered
-
-    engine = _engine()
-    if feed_urls:
-        check_feeds_registered(engine, feed_urls)
-    from prefect.exceptions import PrefectException
+    _engine()  # a database problem is reported before Prefect starts its server
 
     from flows.ingest import ingest as ingest_flow
 
@@ -360,7 +357,7 @@ def _run_ingest(feed_urls: list[str] | None) -> Any:
             state.result()
         except MarsadError:
             raise
-        except (PrefectException, Exception) as exc:
+        except Exception as exc:
             raise MarsadError(f"the ingest run failed: {exc}") from exc
         raise MarsadError(f"the ingest run ended {state.name}")
     return state.result()
@@ -374,6 +371,7 @@ def _print_summary(summary: Any) -> None:
 
 # articles --------------------------------------------------------------------------------------
 
+TABLE_LIMIT = 50
 ARTICLE_LIST_FIELDS = ("id", "url", "title", "published_at", "language", "source", "topics", "cluster_id")
 
 
@@ -428,12 +426,16 @@ def articles_list(
     topic: TopicOption = None,
     since: SinceOption = None,
     until: UntilOption = None,
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    limit: Annotated[
+        int | None, typer.Option(help="At most this many, newest first (table: 50 by default).")
+    ] = None,
     format: Annotated[ListFormat, typer.Option("--format", help="Output format.")] = ListFormat.table,
 ) -> None:
     """List stored articles, newest first."""
     from marsad.store import feed_names, list_articles
 
+    if limit is None and format == ListFormat.table:
+        limit = TABLE_LIMIT  # a screenful; json and csv list everything unless told otherwise
     filters = _filters(topic, since, until, limit)
     with _session() as session:
         sources = feed_names(session)
@@ -606,22 +608,23 @@ def _read_text(path: Path) -> str:
 
 
 def _tag_lines(tagger: Any, path: Path) -> Iterator[dict[str, Any]]:
+    """One output record per input line, in order; a bad line gets an ``error`` record."""
     try:
-        handle = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+        handle = sys.stdin.buffer if str(path) == "-" else path.open("rb")
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
     with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(raw.decode("utf-8"))
                 if not isinstance(record, dict):
-                    raise ValueError("not an object")
+                    raise ValueError("not a JSON object")
                 title, text = record.get("title"), record.get("text")
                 if not isinstance(title, (str, type(None))) or not isinstance(text, (str, type(None))):
                     raise ValueError("title and text must be strings")
-            except ValueError as exc:
+            except ValueError as exc:  # includes UnicodeDecodeError and JSONDecodeError
                 yield {"id": None, "line": number, "error": f"line {number}: {exc}"}
                 continue
             yield {"id": record.get("id")} | tagger.tag(title, text, record.get("language")).to_dict()

@@ -53,8 +53,7 @@ class Settings(BaseSettings):
     extract_timeout: float = 20.0
     extract_max_bytes: int = 5 * 1024 * 1024
 
-    # Polling: a failing feed waits base * 2**(errors-1) minutes, capped.
-    poll_interval_minutes: int = 30
+    # A failing feed (or page) waits base * 2**(failures-1) minutes, capped.
     backoff_base_minutes: int = 15
     backoff_max_hours: int = 24
 

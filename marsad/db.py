@@ -122,12 +122,17 @@ def ensure_schema(engine: Engine) -> None:
     """
     current = current_revision(engine)
     if current is None:
+        from models import Base
+
         with connect(engine) as connection:
-            if inspect(connection).get_table_names():
-                raise DatabaseError(
-                    "the database has tables but no Marsad schema version; "
-                    "point MARSAD_DATABASE_URL at Marsad's own database"
-                )
+            clashing = set(inspect(connection).get_table_names()) & set(Base.metadata.tables)
+        if clashing:
+            # Other applications' tables (Prefect's, say) may share the database; ours may not
+            # exist without a version, or the migration would fail half-way.
+            raise DatabaseError(
+                f"the database has Marsad's tables ({', '.join(sorted(clashing))}) but no "
+                f"{VERSION_TABLE} table; point MARSAD_DATABASE_URL at Marsad's own database"
+            )
         upgrade(engine)
         return
     head = head_revision(engine)
@@ -152,8 +157,3 @@ def connect(engine: Engine) -> Iterator[Any]:
 def _describe_connection_error(engine: Engine, exc: OperationalError) -> str:
     first_line = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
     return f"cannot reach the database {engine.url.render_as_string()}: {first_line}"
-
-
-def dialect_name(session_or_engine: Session | Engine) -> str:
-    bind = session_or_engine.get_bind() if isinstance(session_or_engine, Session) else session_or_engine
-    return bind.dialect.name

@@ -5,14 +5,15 @@ Parsing takes bytes, never a URL or a path: feedparser would open files or fetch
 
 from __future__ import annotations
 
-import codecs
 import calendar
+import codecs
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from xml.parsers import expat
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import feedparser
@@ -22,12 +23,14 @@ import yaml
 from courlan import normalize_url
 
 from marsad.errors import FeedParseError, InputError
+from marsad.text import one_line
 
 MAX_ITEMS_PER_FEED = 500
-_PROLOG_SCAN_BYTES = 64 * 1024
-_ROOT_ELEMENT = re.compile(r"<[A-Za-z_]")
+MAX_URL_LENGTH = 2048  # the URL columns' size
 _ENTITY_DECL = re.compile(r"<!ENTITY", re.IGNORECASE)
 _INTERNAL_SUBSET = re.compile(r"<!DOCTYPE[^>\[]*\[", re.IGNORECASE)
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,2}$")
 _WHITESPACE = re.compile(r"[ \t\r\f\v]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 
@@ -54,32 +57,58 @@ class ParsedFeed:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
+class _RootReached(Exception):
+    """The prolog is over: nothing after it can declare an entity."""
+
+
 def reject_entity_declarations(body: bytes) -> None:
     """Refuse a feed whose prolog declares entities or an internal DTD.
 
     feedparser's lenient fallback expands such entities itself: a 157 KB feed became a 2-billion
-    character title. A real feed never needs them.
+    character title. A real feed never needs them. expat reads the prolog (comments, processing
+    instructions and encodings included) and stops at the root element; it neither expands nor
+    fetches anything before the handlers refuse.
     """
-    prolog = _decode_head(body[:_PROLOG_SCAN_BYTES])
-    root = _ROOT_ELEMENT.search(prolog)
-    if root is not None:
-        prolog = prolog[: root.start()]
-    if _ENTITY_DECL.search(prolog) or _INTERNAL_SUBSET.search(prolog):
-        raise FeedParseError(
-            "the feed declares XML entities or an internal DTD; refused", reason="entities_declared"
-        )
+    refusal = FeedParseError(
+        "the feed declares XML entities or an internal DTD; refused", reason="entities_declared"
+    )
+
+    def on_doctype(_name: str, _system: str, _public: str, has_internal_subset: int) -> None:
+        if has_internal_subset:
+            raise refusal
+
+    def on_entity(*_args: object) -> None:
+        raise refusal
+
+    def on_root(*_args: object) -> None:
+        raise _RootReached
+
+    parser = expat.ParserCreate()
+    parser.StartDoctypeDeclHandler = on_doctype
+    parser.EntityDeclHandler = on_entity
+    parser.StartElementHandler = on_root
+    try:
+        parser.Parse(body, True)
+    except _RootReached:
+        return
+    except (expat.ExpatError, ValueError, LookupError):
+        # Not well-formed before its root (or an encoding expat lacks): feedparser would fall
+        # back to its lenient parser, so be strict instead and look for declarations anywhere.
+        text = _COMMENT.sub("", _decode_for_scan(body))
+        if _ENTITY_DECL.search(text) or _INTERNAL_SUBSET.search(text):
+            raise refusal from None
 
 
-def _decode_head(head: bytes) -> str:
-    # Enough to read markup in the prolog: UTF-16 needs real decoding, every ASCII-compatible
-    # encoding reads correctly as Latin-1 for this purpose.
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return head.decode("utf-16", errors="replace")
-    if head.startswith(b"<\x00"):
-        return head.decode("utf-16-le", errors="replace")
-    if head.startswith(b"\x00<"):
-        return head.decode("utf-16-be", errors="replace")
-    return head.decode("latin-1")
+def _decode_for_scan(data: bytes) -> str:
+    # Enough to find markup: UTF-16 needs real decoding, every ASCII-compatible encoding reads
+    # correctly as Latin-1 for this purpose.
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace")
+    if data.startswith(b"<\x00"):
+        return data.decode("utf-16-le", errors="replace")
+    if data.startswith(b"\x00<"):
+        return data.decode("utf-16-be", errors="replace")
+    return data.decode("latin-1")
 
 
 def parse_feed(body: bytes, url: str, content_type: str | None = None) -> ParsedFeed:
@@ -90,7 +119,15 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
     headers = {"content-location": url}
     if content_type:
         headers["content-type"] = content_type
-    parsed = feedparser.parse(body, response_headers=headers, sanitize_html=True)
+    try:
+        parsed = feedparser.parse(body, response_headers=headers, sanitize_html=True)
+    except Exception as exc:  # noqa: BLE001 - feedparser raises what its internals raise
+        # Seen: a surrogate pair written as two character references (UnicodeEncodeError), a
+        # reference beyond U+10FFFF (ValueError, OverflowError). One bad feed must not stop a run.
+        raise FeedParseError(
+            f"the feed cannot be parsed: {type(exc).__name__}: {one_line(str(exc), 200)}",
+            reason="parser_error",
+        ) from None
     entries = parsed.get("entries") or []
     if not parsed.get("version") and not entries:
         detail = f" (content type {content_type})" if content_type else ""
@@ -103,7 +140,7 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
         parsed.get("bozo_exception"),
         (feedparser.NonXMLContentType, feedparser.CharacterEncodingOverride),
     ):
-        recovered = _one_line(str(parsed.get("bozo_exception")))
+        recovered = one_line(str(parsed.get("bozo_exception")), 300)
 
     feed_meta = parsed.get("feed", {})
     skipped: Counter[str] = Counter()
@@ -115,8 +152,8 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
     if len(entries) > MAX_ITEMS_PER_FEED:
         skipped["over_item_limit"] += len(entries) - MAX_ITEMS_PER_FEED
     return ParsedFeed(
-        title=_clean_inline(feed_meta.get("title")),
-        language=_clean_inline(feed_meta.get("language")),
+        title=one_line(feed_meta.get("title")),
+        language=one_line(feed_meta.get("language")),
         items=items,
         recovered_error=recovered,
         skipped=skipped,
@@ -124,25 +161,30 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
 
 
 def _item_from_entry(entry: Any, feed_url: str, skipped: Counter[str]) -> FeedItem | None:
-    guid = _clean_inline(entry.get("id"))
+    guid = one_line(entry.get("id"))
     raw_link = entry.get("link") or (guid if guid and guid.startswith(("http://", "https://")) else None)
     if not raw_link:
         skipped["no_link"] += 1
         return None
     link = urljoin(feed_url, raw_link.strip())
+    if len(link) > MAX_URL_LENGTH:
+        skipped["link_too_long"] += 1
+        return None
     try:
-        canonical_url(link)
+        if len(canonical_url(link)) > MAX_URL_LENGTH:
+            skipped["link_too_long"] += 1
+            return None
     except InputError:
         skipped["bad_link"] += 1
         return None
     return FeedItem(
         link=link,
         guid=guid,
-        title=_clean_inline(entry.get("title")),
+        title=one_line(entry.get("title")),
         summary=_best_summary(entry),
-        author=_clean_inline(entry.get("author")),
+        author=one_line(entry.get("author")),
         published_at=_entry_date(entry),
-        published_raw=_clean_inline(dict.get(entry, "published") or dict.get(entry, "updated")),
+        published_raw=one_line(dict.get(entry, "published") or dict.get(entry, "updated")),
     )
 
 
@@ -183,17 +225,6 @@ def _tidy(text: str) -> str:
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 
-def _clean_inline(value: object) -> str | None:
-    if not isinstance(value, str):
-        return None
-    value = " ".join(value.split())
-    return value or None
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())[:300]
-
-
 def canonical_url(url: str) -> str:
     """The URL an article is known by: no fragment, no tracking parameters, normalised host.
 
@@ -209,6 +240,16 @@ def canonical_url(url: str) -> str:
     normalised = normalize_url(url, strict=False)
     scheme, netloc, path, query, _fragment = urlsplit(normalised)
     return urlunsplit((scheme, netloc, path or "/", query, ""))
+
+
+def validate_language(code: str | None) -> str | None:
+    """A language code such as ``en``, ``ar`` or ``ar-SY``; None stays None."""
+    if code is None:
+        return None
+    code = code.strip()
+    if not _LANGUAGE_CODE.match(code):
+        raise InputError(f"not a language code: {code[:40]!r} (use e.g. en, ar or ar-SY)")
+    return code
 
 
 def validate_feed_url(url: str) -> str:
@@ -251,7 +292,7 @@ def _load_opml(raw: bytes, path: Path) -> list[FeedSpec]:
             FeedSpec(
                 url=_checked(url, f"{path}: outline {outline.get('text') or url!r}"),
                 name=outline.get("title") or outline.get("text"),
-                language=outline.get("language"),
+                language=_checked_language(outline.get("language"), f"{path}: outline {url!r}"),
             )
         )
     return specs
@@ -261,7 +302,7 @@ def _load_yaml(raw: bytes, path: Path) -> list[FeedSpec]:
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {_one_line(str(exc))}") from exc
+        raise InputError(f"{path}: not valid YAML: {one_line(str(exc), 300)}") from exc
     entries = data.get("feeds") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise InputError(f"{path}: expected a list of feeds or a mapping with 'feeds:'")
@@ -276,7 +317,9 @@ def _load_yaml(raw: bytes, path: Path) -> list[FeedSpec]:
             FeedSpec(
                 url=_checked(entry["url"], where),
                 name=_optional_str(entry.get("name"), f"{where}.name"),
-                language=_optional_str(entry.get("language"), f"{where}.language"),
+                language=_checked_language(
+                    _optional_str(entry.get("language"), f"{where}.language"), where
+                ),
             )
         )
     return specs
@@ -285,6 +328,13 @@ def _load_yaml(raw: bytes, path: Path) -> list[FeedSpec]:
 def _checked(url: str, where: str) -> str:
     try:
         return validate_feed_url(url)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from exc
+
+
+def _checked_language(code: str | None, where: str) -> str | None:
+    try:
+        return validate_language(code)
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from exc
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, update
+from sqlalchemy.orm import Session
 
 from marsad import store
 from marsad.config import Settings
@@ -27,21 +30,23 @@ from marsad.feeds import FeedItem, canonical_url, parse_feed
 from marsad.fetch import Fetcher, FetchResult, FetchStatus
 from marsad.progress import report_progress
 from marsad.tagging import TagResult, get_tagger
-from models import Article, DateSource, ExtractionStatus, Feed, IngestRun, RunStatus
+from marsad.text import one_line, scrub
+from models import Article, DateSource, ExtractionStatus, Feed, IngestRun, RunStatus, utcnow
 
-FEED_LEASE = timedelta(minutes=10)
-PAGE_LEASE = timedelta(minutes=10)
+T = TypeVar("T")
+R = TypeVar("R")
+
+# A claimed feed is left to its run for this long; a run that dies frees it when it expires.
+FEED_LEASE = timedelta(hours=1)
 PAGE_BATCH = 200
 MAX_PAGE_ATTEMPTS = 3
 # A date this far ahead of the fetch is a publisher's mistake, not a scheduled story.
 FUTURE_TOLERANCE = timedelta(days=1)
+# Retry-After beyond this is a misconfigured server, not a reason to park a feed for years.
+MAX_RETRY_AFTER = timedelta(days=1)
 # HTTP statuses that mean the page is gone for good: keep the feed's summary, never refetch.
 GONE_STATUSES = {404, 410}
 PERMANENT_REASONS = {"blocked_address", "bad_scheme", "bad_url"}
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # Runs ----------------------------------------------------------------------------------------
@@ -59,6 +64,17 @@ def open_run(engine: Engine, flow_run_id: str | None = None) -> int:
 class FeedPoll:
     feed: store.ClaimedFeed
     result: FetchResult
+    polled_at: datetime  # when the response was complete
+
+
+def check_feeds_registered(engine: Engine, feed_urls: Sequence[str]) -> None:
+    with session_scope(engine) as session:
+        known = store.feeds_by_url(session, feed_urls)
+    unknown = [url for url in feed_urls if url not in known]
+    if unknown:
+        raise InputError(
+            f"feed not registered: {', '.join(unknown)} (add it with `marsad feeds add`)"
+        )
 
 
 def poll_feeds(
@@ -72,58 +88,66 @@ def poll_feeds(
         claimed = store.claim_feeds(
             session, now=now, lease_until=now + FEED_LEASE, urls=feed_urls
         )
-    if not claimed:
+
+    async def fetch(fetcher: Fetcher, feed: store.ClaimedFeed) -> FeedPoll:
+        result = await fetcher.fetch(feed.url, etag=feed.etag, last_modified=feed.last_modified)
+        return FeedPoll(feed, result, utcnow())
+
+    return _fetch_concurrently(settings, "poll feeds", claimed, fetch)
+
+
+def _fetch_concurrently(
+    settings: Settings,
+    stage: str,
+    items: Sequence[T],
+    fetch: Callable[[Fetcher, T], Awaitable[R]],
+) -> list[R]:
+    """Run ``fetch`` for every item on one polite Fetcher, reporting progress; results in order."""
+    if not items:
         return []
-    results = asyncio.run(_fetch_all(settings, claimed, conditional=True))
-    return [FeedPoll(feed, result) for feed, result in zip(claimed, results, strict=True)]
 
+    async def run() -> list[R]:
+        async with Fetcher.from_settings(settings) as fetcher:
+            done = 0
 
-def check_feeds_registered(engine: Engine, feed_urls: Sequence[str]) -> None:
-    with session_scope(engine) as session:
-        known = store.feeds_by_url(session, feed_urls)
-    unknown = [url for url in feed_urls if url not in known]
-    if unknown:
-        raise InputError(
-            f"feed not registered: {', '.join(unknown)} (add it with `marsad feeds add`)"
-        )
+            async def one(item: T) -> R:
+                nonlocal done
+                result = await fetch(fetcher, item)
+                done += 1
+                report_progress(stage, done, len(items))
+                return result
 
+            return await asyncio.gather(*(one(item) for item in items))
 
-async def _fetch_all(
-    settings: Settings, feeds: Sequence[store.ClaimedFeed], *, conditional: bool
-) -> list[FetchResult]:
-    async with Fetcher.from_settings(settings) as fetcher:
-        done = 0
-
-        async def one(feed: store.ClaimedFeed) -> FetchResult:
-            nonlocal done
-            result = await fetcher.fetch(
-                feed.url,
-                etag=feed.etag if conditional else None,
-                last_modified=feed.last_modified if conditional else None,
-            )
-            done += 1
-            report_progress("poll feeds", done, len(feeds))
-            return result
-
-        return await asyncio.gather(*(one(feed) for feed in feeds))
+    return asyncio.run(run())
 
 
 # Parse ---------------------------------------------------------------------------------------
+
+
+class PollOutcome(StrEnum):
+    OK = "ok"
+    UNCHANGED = "unchanged"  # same body hash although the server ignored our validators
+    NOT_MODIFIED = "not_modified"  # 304
+    FAILED = "failed"
 
 
 @dataclass
 class FeedOutcome:
     """What one poll of one feed came to; stored by ``record_feeds``."""
 
-    feed: store.ClaimedFeed
-    result: FetchResult
-    status: str  # "ok" | "unchanged" | "not_modified" | "failed"
+    poll: FeedPoll
+    status: PollOutcome
     items: list[FeedItem] = field(default_factory=list)
     body_hash: str | None = None
     reason: str | None = None
     error: str | None = None
     recovered_error: str | None = None
-    item_failures: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)  # items left out, by reason
+
+    @property
+    def feed(self) -> store.ClaimedFeed:
+        return self.poll.feed
 
 
 def parse_feeds(polls: Sequence[FeedPoll]) -> list[FeedOutcome]:
@@ -133,27 +157,30 @@ def parse_feeds(polls: Sequence[FeedPoll]) -> list[FeedOutcome]:
 def parse_poll(poll: FeedPoll) -> FeedOutcome:
     result = poll.result
     if result.status == FetchStatus.NOT_MODIFIED:
-        return FeedOutcome(poll.feed, result, "not_modified", body_hash=poll.feed.body_hash)
+        return FeedOutcome(poll, PollOutcome.NOT_MODIFIED, body_hash=poll.feed.body_hash)
     if not result.ok:
-        return FeedOutcome(
-            poll.feed, result, "failed", reason=result.reason, error=result.error
-        )
+        return FeedOutcome(poll, PollOutcome.FAILED, reason=result.reason, error=result.error)
     body_hash = hashlib.sha256(result.body).hexdigest()
     if body_hash == poll.feed.body_hash:
-        # Same bytes as last time, although the server ignored our validators: skip parsing.
-        return FeedOutcome(poll.feed, result, "unchanged", body_hash=body_hash)
+        return FeedOutcome(poll, PollOutcome.UNCHANGED, body_hash=body_hash)
     try:
         parsed = parse_feed(result.body, result.final_url, result.content_type)
     except FeedParseError as exc:
-        return FeedOutcome(poll.feed, result, "failed", reason=exc.reason, error=str(exc))
+        return FeedOutcome(poll, PollOutcome.FAILED, reason=exc.reason, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one feed's surprise must not stop the run
+        return FeedOutcome(
+            poll,
+            PollOutcome.FAILED,
+            reason="parser_error",
+            error=f"{type(exc).__name__}: {one_line(str(exc), 300)}",
+        )
     return FeedOutcome(
-        poll.feed,
-        result,
-        "ok",
+        poll,
+        PollOutcome.OK,
         items=parsed.items,
         body_hash=body_hash,
         recovered_error=parsed.recovered_error,
-        item_failures=parsed.skipped,
+        skipped=parsed.skipped,
     )
 
 
@@ -183,43 +210,41 @@ def record_feeds(
     for outcome in outcomes:
         if outcome.feed.id in recorded:
             continue
-        now = utcnow()
         with session_scope(engine) as session:
-            new_count = _record_one(session, settings, run_id, outcome, now)
+            new_count, problems = _record_one(session, settings, run_id, outcome)
         report.articles_new += new_count
-        if outcome.status == "failed":
+        if outcome.status == PollOutcome.FAILED:
             report.feeds_failed += 1
             report.failures[f"feed:{outcome.reason or 'error'}"] += 1
-        elif outcome.status == "ok":
+        elif outcome.status == PollOutcome.OK:
             report.feeds_ok += 1
         else:
             report.feeds_unchanged += 1
-        for reason, count in outcome.item_failures.items():
+        for reason, count in (outcome.skipped + problems).items():
             report.failures[f"item:{reason}"] += count
     return report
 
 
 def _record_one(
-    session: Any, settings: Settings, run_id: int, outcome: FeedOutcome, now: datetime
-) -> int:
-    feed, result = outcome.feed, outcome.result
+    session: Session, settings: Settings, run_id: int, outcome: FeedOutcome
+) -> tuple[int, Counter[str]]:
+    feed, result, now = outcome.feed, outcome.poll.result, outcome.poll.polled_at
+    rows, problems = _article_rows(feed.id, outcome.items, now)
     new_ids: list[int] = []
-    if outcome.items:
-        rows = _article_rows(feed.id, outcome.items, now, outcome.item_failures)
-        if rows:
-            inserted = session.execute(
-                store.insert_ignoring_conflicts(session, Article).returning(Article.id), rows
-            )
-            new_ids = list(inserted.scalars())
+    if rows:
+        inserted = session.execute(
+            store.insert_ignoring_conflicts(session, Article).returning(Article.id), rows
+        )
+        new_ids = list(inserted.scalars())
 
     values: dict[str, Any] = {"last_fetched_at": now, "last_status": outcome.status}
-    if outcome.status == "failed":
-        error_count = feed.error_count + 1
+    if outcome.status == PollOutcome.FAILED:
         values |= {
-            "error_count": error_count,
-            "last_error": store.scrub_inline(outcome.error, 2000),
+            # Counted in SQL: an overlapping `ingest --feed` must not lose an increment.
+            "error_count": Feed.error_count + 1,
+            "last_error": one_line(outcome.error, 2000),
             "next_poll_at": next_poll_after_failure(
-                now, error_count, result.retry_after, settings
+                now, feed.error_count + 1, result.retry_after, settings
             ),
         }
     else:
@@ -227,7 +252,8 @@ def _record_one(
             "error_count": 0,
             "last_error": None,
             "last_success_at": now,
-            "next_poll_at": _not_before(now, result.retry_after),
+            # Due again at once: the schedule sets the pace; only Retry-After holds a feed back.
+            "next_poll_at": not_before(now, result.retry_after),
             "body_hash": outcome.body_hash,
         }
         if result.status == FetchStatus.OK:
@@ -245,40 +271,41 @@ def _record_one(
         reason=outcome.reason,
         http_status=result.http_status,
         bytes=len(result.body),
-        items_seen=len(outcome.items) + sum(outcome.item_failures.values()),
+        items_seen=len(outcome.items) + sum(outcome.skipped.values()),
         items_new=len(new_ids),
         duration_ms=round(result.elapsed * 1000),
-        error=store.scrub_inline(outcome.error or outcome.recovered_error, 2000),
-        item_failures=dict(outcome.item_failures) or None,
+        error=one_line(outcome.error or outcome.recovered_error, 2000),
+        item_failures=dict(outcome.skipped + problems) or None,
     )
-    return len(new_ids)
+    return len(new_ids), problems
 
 
 def _article_rows(
-    feed_id: int, items: Sequence[FeedItem], now: datetime, failures: Counter[str]
-) -> list[dict[str, Any]]:
+    feed_id: int, items: Sequence[FeedItem], now: datetime
+) -> tuple[list[dict[str, Any]], Counter[str]]:
     rows: dict[str, dict[str, Any]] = {}
+    problems: Counter[str] = Counter()
     for item in items:
         try:
             canonical = canonical_url(item.link)
         except InputError:
-            failures["bad_link"] += 1
+            problems["bad_link"] += 1
             continue
         published, source = _feed_date(item.published_at, now)
         if item.published_raw and published is None:
-            failures["bad_date"] += 1
+            problems["bad_date"] += 1
         # A feed listing one URL twice keeps the first; the database drops URLs already known.
         rows.setdefault(
             canonical,
             {
                 "canonical_url": canonical,
-                "url": store.scrub(item.link)[:2048],
-                "guid": store.scrub_inline(item.guid, 2048),
+                "url": scrub(item.link),
+                "guid": one_line(item.guid, 2048),
                 "feed_id": feed_id,
-                "title": store.scrub_inline(item.title),
-                "summary": store.scrub(item.summary),
-                "text": store.scrub(item.summary),
-                "author": store.scrub_inline(item.author, 512),
+                "title": one_line(item.title),
+                "summary": scrub(item.summary),
+                "text": scrub(item.summary),
+                "author": one_line(item.author, 512),
                 "published_at": published,
                 "date_source": source,
                 "discovered_at": now,
@@ -286,7 +313,8 @@ def _article_rows(
                 "fetch_attempts": 0,
             },
         )
-    return list(rows.values())
+    # Inserting in one global order keeps two overlapping runs from deadlocking on PostgreSQL.
+    return [rows[key] for key in sorted(rows)], problems
 
 
 def _feed_date(value: datetime | None, now: datetime) -> tuple[datetime | None, str | None]:
@@ -295,29 +323,44 @@ def _feed_date(value: datetime | None, now: datetime) -> tuple[datetime | None, 
     return value, DateSource.FEED
 
 
-def _not_before(now: datetime, retry_after: float | None) -> datetime:
-    return now + timedelta(seconds=retry_after) if retry_after else now
+def not_before(now: datetime, retry_after: float | None) -> datetime:
+    """``now`` pushed back by a Retry-After, within reason."""
+    if not retry_after or not math.isfinite(retry_after) or retry_after <= 0:
+        return now
+    return now + min(timedelta(seconds=retry_after), MAX_RETRY_AFTER)
 
 
 def next_poll_after_failure(
     now: datetime, error_count: int, retry_after: float | None, settings: Settings
 ) -> datetime:
     """Exponential backoff per consecutive failure, capped; never sooner than Retry-After."""
-    backoff = timedelta(minutes=settings.backoff_base_minutes) * (2 ** min(error_count - 1, 16))
-    backoff = min(backoff, timedelta(hours=settings.backoff_max_hours))
-    return max(now + backoff, _not_before(now, retry_after))
+    return max(
+        now + backoff(error_count, settings.backoff_base_minutes, settings.backoff_max_hours),
+        not_before(now, retry_after),
+    )
+
+
+def backoff(failures: int, base_minutes: int, max_hours: int) -> timedelta:
+    delay = timedelta(minutes=base_minutes) * (2 ** min(max(failures - 1, 0), 16))
+    return min(delay, timedelta(hours=max_hours))
 
 
 # Pages ---------------------------------------------------------------------------------------
 
 
-def claim_pages(engine: Engine, limit: int = PAGE_BATCH) -> list[store.PendingArticle]:
+def page_lease(settings: Settings, batch: int = PAGE_BATCH) -> timedelta:
+    """Long enough for the slowest batch: every page from one host, per-host limit, deadline."""
+    slowest = math.ceil(batch / max(settings.fetch_per_host, 1)) * settings.fetch_deadline
+    return max(timedelta(minutes=10), timedelta(seconds=slowest) * 1.5)
+
+
+def claim_pages(engine: Engine, settings: Settings, limit: int = PAGE_BATCH) -> list[store.PendingArticle]:
     now = utcnow()
     with session_scope(engine) as session:
         return store.claim_pages(
             session,
             now=now,
-            lease_until=now + PAGE_LEASE,
+            lease_until=now + page_lease(settings, limit),
             limit=limit,
             max_attempts=MAX_PAGE_ATTEMPTS,
         )
@@ -330,51 +373,44 @@ class PageFetch:
 
 
 def fetch_pages(settings: Settings, pending: Sequence[store.PendingArticle]) -> list[PageFetch]:
-    return asyncio.run(_fetch_pages(settings, pending))
+    async def fetch(fetcher: Fetcher, article: store.PendingArticle) -> PageFetch:
+        return PageFetch(article, await fetcher.fetch(article.url))
 
-
-async def _fetch_pages(
-    settings: Settings, pending: Sequence[store.PendingArticle]
-) -> list[PageFetch]:
-    async with Fetcher.from_settings(settings) as fetcher:
-        done = 0
-
-        async def one(article: store.PendingArticle) -> PageFetch:
-            nonlocal done
-            result = await fetcher.fetch(article.url)
-            done += 1
-            report_progress("fetch pages", done, len(pending))
-            return PageFetch(article, result)
-
-        return await asyncio.gather(*(one(article) for article in pending))
-
-
-@dataclass
-class ExtractedArticle:
-    article: store.PendingArticle
-    result: FetchResult
-    page: ExtractedPage | None  # None when the page was not fetched
-
-
-def extract_pages(pool: ExtractorPool, fetched: Sequence[PageFetch]) -> list[ExtractedArticle]:
-    """Extract every fetched page in the process pool; pages that failed to fetch pass through."""
-    with_body = [item for item in fetched if item.result.ok]
-    pages = pool.extract_many([(item.result.final_url, item.result.body) for item in with_body])
-    by_id = {item.article.id: page for item, page in zip(with_body, pages, strict=True)}
-    return [ExtractedArticle(item.article, item.result, by_id.get(item.article.id)) for item in fetched]
+    return _fetch_concurrently(settings, "fetch pages", pending, fetch)
 
 
 @dataclass
 class ArticleUpdate:
+    """What to store for one article: its new column values, then its tags."""
+
     article_id: int
     values: dict[str, Any]
     tags: TagResult | None = None
     failure: str | None = None  # reason counted in the run summary
 
 
-def build_update(item: ExtractedArticle, now: datetime) -> ArticleUpdate:
+def extract_pages(
+    pool: ExtractorPool, settings: Settings, fetched: Sequence[PageFetch]
+) -> list[ArticleUpdate]:
+    """Extract every fetched page in the process pool, and decide what each article keeps."""
+    with_body = [item for item in fetched if item.result.ok]
+    pages = pool.extract_many([(item.result.final_url, item.result.body) for item in with_body])
+    by_id = {item.article.id: page for item, page in zip(with_body, pages, strict=True)}
+    now = utcnow()
+    return [
+        build_update(item.article, item.result, by_id.get(item.article.id), now, settings)
+        for item in fetched
+    ]
+
+
+def build_update(
+    article: store.PendingArticle,
+    result: FetchResult,
+    page: ExtractedPage | None,
+    now: datetime,
+    settings: Settings,
+) -> ArticleUpdate:
     """Decide what to store for one article from its fetch and extraction. Pure."""
-    article, result, page = item.article, item.result, item.page
     values: dict[str, Any] = {
         "fetched_at": now,
         "http_status": result.http_status,
@@ -385,16 +421,18 @@ def build_update(item: ExtractedArticle, now: datetime) -> ArticleUpdate:
     failure: str | None = None
     if page is not None and page.status == "ok":
         values |= {
-            "text": store.scrub(page.text),
+            "text": scrub(page.text),
             "extraction_status": ExtractionStatus.OK,
             "extraction_method": page.method,
         }
     else:
-        # Keep the article with what its feed said; record why the page gave nothing better.
+        # Keep the article with what its feed said (or the page's few words, if longer), and
+        # record why the page gave nothing better.
         values |= {"text": article.summary, "extraction_method": "feed_summary"}
         if page is not None:
-            status = _page_status(page.status)
-            values |= {"extraction_status": status, "extraction_error": page.error}
+            if len(page.text) > len(article.summary or ""):
+                values |= {"text": scrub(page.text), "extraction_method": page.method}
+            values |= {"extraction_status": _page_status(page.status), "extraction_error": page.error}
             failure = f"page:{page.status}"
         elif result.http_status in GONE_STATUSES:
             values |= {"extraction_status": ExtractionStatus.GONE, "extraction_error": result.error}
@@ -403,23 +441,25 @@ def build_update(item: ExtractedArticle, now: datetime) -> ArticleUpdate:
             values |= {"extraction_status": ExtractionStatus.BLOCKED, "extraction_error": result.error}
             failure = f"page:{result.reason}"
         else:
-            retry_in = timedelta(minutes=30) * (2 ** article.fetch_attempts)
+            retry_in = backoff(
+                article.fetch_attempts + 2, settings.backoff_base_minutes, settings.backoff_max_hours
+            )
             values |= {
                 "extraction_status": ExtractionStatus.FETCH_FAILED,
                 "extraction_error": result.error,
-                "next_fetch_at": max(now + retry_in, _not_before(now, result.retry_after)),
+                "next_fetch_at": max(now + retry_in, not_before(now, result.retry_after)),
             }
             failure = f"page:{result.reason or 'error'}"
 
+    values["title"] = article.title
     if page is not None:
         values |= {
-            "author": article.author or store.scrub_inline(page.author, 512),
-            "site_name": store.scrub_inline(page.site_name, 300),
+            "author": article.author or one_line(page.author, 512),
+            "site_name": one_line(page.site_name, 300),
         }
-        if not article.title and page.title:
-            values["title"] = store.scrub_inline(page.title)
-    values["title"] = values.get("title", article.title)
-    values["extraction_error"] = store.scrub_inline(values["extraction_error"], 2000)
+        if not article.title:
+            values["title"] = one_line(page.title)
+    values["extraction_error"] = one_line(values["extraction_error"], 2000)
     values |= _dates(article, page, now)
     text = values["text"] or ""
     values["language"] = (
@@ -446,7 +486,7 @@ def _dates(
     page_date = page.published_at if page is not None else None
     if page_date is not None and page_date <= now + FUTURE_TOLERANCE:
         return {"published_at": page_date, "date_source": DateSource.PAGE}
-    return {"published_at": article.discovered_at, "date_source": DateSource.FETCHED}
+    return {"published_at": now, "date_source": DateSource.FETCHED}
 
 
 def content_hash(text: str) -> str:
@@ -454,17 +494,11 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(" ".join(text.casefold().split()).encode()).hexdigest()
 
 
-def tag_articles(extracted: Sequence[ExtractedArticle]) -> list[ArticleUpdate]:
-    now = utcnow()
+def tag_articles(updates: Sequence[ArticleUpdate]) -> list[ArticleUpdate]:
     tagger = get_tagger()
-    updates = []
-    for item in extracted:
-        update_ = build_update(item, now)
-        update_.tags = tagger.tag(
-            update_.values["title"], update_.values["text"], update_.values["language"]
-        )
-        updates.append(update_)
-    return updates
+    for item in updates:
+        item.tags = tagger.tag(item.values["title"], item.values["text"], item.values["language"])
+    return list(updates)
 
 
 @dataclass
@@ -474,6 +508,7 @@ class StoreReport:
 
 
 def store_articles(engine: Engine, updates: Sequence[ArticleUpdate]) -> StoreReport:
+    """Write each article and replace its tags; rewriting the same update twice is harmless."""
     report = StoreReport()
     now = utcnow()
     tagger_version = get_tagger().version
@@ -489,11 +524,7 @@ def store_articles(engine: Engine, updates: Sequence[ArticleUpdate]) -> StoreRep
             )
             if item.tags is not None:
                 store.save_tags(
-                    session,
-                    item.article_id,
-                    item.tags.to_dict()["topics"],
-                    tagger_version,
-                    now,
+                    session, item.article_id, item.tags.to_dict()["topics"], tagger_version, now
                 )
             report.stored += 1
             if item.failure:
@@ -517,6 +548,7 @@ class RunSummary:
     failures: dict[str, int]
     failed_feeds: list[tuple[str, str]]  # (url, error)
     duration_s: float
+    error: str | None = None
 
     def as_markdown(self) -> str:
         lines = [
@@ -528,6 +560,8 @@ class RunSummary:
             f"| {self.feeds_failed} | {self.articles_new} | {self.articles_stored} "
             f"| {self.duration_s:.1f} |",
         ]
+        if self.error:
+            lines += ["", f"Run error: {_md(self.error)}"]
         if self.failures:
             lines += ["", "| failure | count |", "|---|---:|"]
             lines += [f"| {_md(reason)} | {count} |" for reason, count in sorted(self.failures.items())]
@@ -563,10 +597,12 @@ def finish_run(
     failures = Counter(record.failures)
     for report in stored:
         failures.update(report.failures)
+    articles_stored = sum(report.stored for report in stored)
     now = utcnow()
     with session_scope(engine) as session:
         run = session.get(IngestRun, run_id)
-        assert run is not None, "the run row is created before any stage"
+        if run is None:
+            raise InputError(f"no ingest run {run_id}")
         run.finished_at = now
         run.status = status
         run.feeds_polled = len(outcomes)
@@ -574,9 +610,9 @@ def finish_run(
         run.feeds_unchanged = record.feeds_unchanged
         run.feeds_failed = record.feeds_failed
         run.articles_new = record.articles_new
-        run.articles_stored = sum(report.stored for report in stored)
+        run.articles_stored = articles_stored
         run.failures = dict(failures) or None
-        run.error = store.scrub_inline(error, 2000)
+        run.error = one_line(error, 2000)
         started = run.started_at
     return RunSummary(
         run_id=run_id,
@@ -586,10 +622,13 @@ def finish_run(
         feeds_unchanged=record.feeds_unchanged,
         feeds_failed=record.feeds_failed,
         articles_new=record.articles_new,
-        articles_stored=sum(report.stored for report in stored),
+        articles_stored=articles_stored,
         failures=dict(failures),
         failed_feeds=[
-            (o.feed.url, o.error or o.reason or "error") for o in outcomes if o.status == "failed"
+            (o.feed.url, o.error or o.reason or "error")
+            for o in outcomes
+            if o.status == PollOutcome.FAILED
         ],
         duration_s=(now - started).total_seconds(),
+        error=one_line(error, 500),
     )

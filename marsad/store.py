@@ -6,7 +6,6 @@ conditional UPDATEs, so reruns, crashes and overlapping runs never store anythin
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +17,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from marsad.errors import InputError
 from marsad.feeds import FeedSpec
+from marsad.text import one_line
 from models import (
     RETRYABLE_STATUSES,
     Article,
@@ -27,28 +27,6 @@ from models import (
     IngestRun,
     RunStatus,
 )
-
-# NUL breaks PostgreSQL text columns and other C0/C1 controls only ever come from broken pages.
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def scrub(value: str | None) -> str | None:
-    """Remove NUL and control characters (tabs and newlines stay)."""
-    if value is None:
-        return None
-    return _CONTROL_CHARS.sub("", value)
-
-
-def scrub_inline(value: str | None, limit: int | None = None) -> str | None:
-    """Scrub and fold to one line; empty becomes None. ``limit`` fits bounded columns."""
-    value = scrub(value)
-    if value is None:
-        return None
-    value = " ".join(value.split())
-    if limit is not None:
-        value = value[:limit]
-    return value or None
-
 
 def insert_ignoring_conflicts(session: Session, table: Any) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING in the session's dialect."""
@@ -71,8 +49,8 @@ def add_feeds(session: Session, specs: Iterable[FeedSpec]) -> tuple[int, int]:
     rows = [
         {
             "url": spec.url,
-            "name": scrub_inline(spec.name, 300),
-            "language": scrub_inline(spec.language, 16),
+            "name": one_line(spec.name, 300),
+            "language": one_line(spec.language, 16),
         }
         for spec in {spec.url: spec for spec in specs}.values()
     ]
@@ -148,17 +126,6 @@ def start_run(session: Session, *, now: datetime, flow_run_id: str | None = None
     session.add(run)
     session.flush()
     return run.id
-
-
-def get_run(session: Session, run_id: int) -> IngestRun:
-    run = session.get(IngestRun, run_id)
-    if run is None:
-        raise InputError(f"no ingest run {run_id}")
-    return run
-
-
-def recent_runs(session: Session, limit: int = 10) -> Sequence[IngestRun]:
-    return session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(limit)).all()
 
 
 # Articles: the page queue ----------------------------------------------------------------------

@@ -155,20 +155,22 @@ def test_extract_files_in_order_with_errors_inline(tmp_path: Path) -> None:
 
 def test_tag_input_jsonl_keeps_order_and_reports_bad_lines(tmp_path: Path) -> None:
     lines = tmp_path / "in.jsonl"
-    lines.write_text(
-        json.dumps({"id": "a", "title": "ISIS cell attacks checkpoint", "text": " ".join(ENGLISH_PARAGRAPHS)}) + "\n"
-        + "{not json\n"
-        + json.dumps({"id": 7, "title": "Football", "text": "The derby ended in a draw."}) + "\n",
-        encoding="utf-8",
+    lines.write_bytes(
+        json.dumps({"id": "a", "title": "ISIS cell attacks checkpoint", "text": " ".join(ENGLISH_PARAGRAPHS)}).encode()
+        + b"\n{not json\n"
+        + b"\xff\xfe not utf-8\n"
+        + json.dumps({"id": 7, "title": "Football", "text": "The derby ended in a draw."}).encode()
+        + b"\n"
     )
     code, out, _ = marsad("tag", "--input", str(lines), "--format", "jsonl")
     assert code == 0
-    first, bad, third = (json.loads(line) for line in out.splitlines())
+    first, bad_json, bad_bytes, fourth = (json.loads(line) for line in out.splitlines())
     assert first["id"] == "a" and [t["topic"] for t in first["topics"]] == ["isis"]
     evidence = first["topics"][0]["evidence"][0]
     assert set(evidence) == {"term", "field", "start", "end"}
-    assert "error" in bad
-    assert third == {"id": 7, "topics": [], "places": [], "actors": []}
+    assert bad_json["line"] == 2 and "error" in bad_json
+    assert bad_bytes["line"] == 3 and "utf-8" in bad_bytes["error"]
+    assert fourth == {"id": 7, "topics": [], "places": [], "actors": []}
 
 
 def test_tag_a_text_file(tmp_path: Path) -> None:

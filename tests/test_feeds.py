@@ -172,3 +172,54 @@ def test_feed_list_errors_name_the_place(tmp_path: Path) -> None:
         load_feed_list(bad)
     with pytest.raises(InputError, match="cannot read"):
         load_feed_list(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "before_doctype",
+    [
+        "<!-- <a> looks like a root element -->",
+        "<!--" + "padding " * 10_000 + "-->",  # pushes the DTD far past any fixed-size prolog scan
+        '<?xml-stylesheet href="<b>"?>',
+    ],
+)
+def test_entity_declarations_hidden_behind_comments_are_refused(before_doctype: str) -> None:
+    body = (
+        f'<?xml version="1.0"?>{before_doctype}<!DOCTYPE rss [<!ENTITY a "aaaaaaaaaa">'
+        '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><rss version="2.0"><channel><title>&b;</title>'
+        "</channel></rss>"
+    )
+    with pytest.raises(FeedParseError) as caught:
+        parse_feed(body.encode(), FEED_URL)
+    assert caught.value.reason == "entities_declared"
+
+
+def test_an_external_dtd_reference_alone_is_harmless_and_fetches_nothing() -> None:
+    body = RSS.replace(
+        '<rss version="2.0"',
+        '<!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN" '
+        '"http://127.0.0.9/rss-0.91.dtd">\n<rss version="2.0"',
+    )
+    assert len(parse_feed(body.encode(), FEED_URL).items) == 2
+
+
+@pytest.mark.parametrize("reference", ["&#55357;&#56832;", "&#x110000;", "&#99999999999;"])
+def test_character_references_that_crash_feedparser_are_a_parse_error(reference: str) -> None:
+    body = RSS.replace("Frontier Wire", f"Frontier {reference} Wire").encode()
+    with pytest.raises(FeedParseError) as caught:
+        parse_feed(body, FEED_URL)
+    assert caught.value.reason == "parser_error" and "cannot be parsed" in str(caught.value)
+
+
+def test_overlong_links_are_skipped_and_counted() -> None:
+    long_link = "https://frontier.example/news/" + "x" * 2100
+    body = RSS.replace("https://frontier.example/news/garbage-date", long_link).encode()
+    feed = parse_feed(body, FEED_URL)
+    assert [item.guid for item in feed.items] == ["fw-1001"]
+    assert feed.skipped["link_too_long"] == 1
+
+
+def test_feed_list_language_codes_are_checked(tmp_path: Path) -> None:
+    bad = tmp_path / "feeds.yaml"
+    bad.write_text("feeds:\n  - url: https://a.example/rss\n    language: Arabic and English\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"feeds\[0\]: not a language code"):
+        load_feed_list(bad)

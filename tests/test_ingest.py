@@ -75,7 +75,8 @@ def test_new_items_are_stored_once_clean_and_tagged(engine: Engine, http_server:
     summary = run_ingest()
 
     assert (summary.feeds_ok, summary.articles_new, summary.articles_stored) == (1, 2, 2)
-    english, arabic = articles(engine)
+    stored = {a.canonical_url: a for a in articles(engine)}
+    english, arabic = stored[http_server.url("/news/cell.html")], stored[http_server.url("/news/border.html")]
     assert english.title == "Four suspects held after desert raid"
     assert english.extraction_status == ExtractionStatus.OK
     assert ENGLISH_PARAGRAPHS[0] in english.text
@@ -109,6 +110,9 @@ def test_rerun_adds_nothing_and_sends_conditional_requests(
 
     assert second.articles_new == 0 and second.feeds_unchanged == 1
     assert len(articles(engine)) == 2
+    with session_scope(engine) as session:
+        statuses = [e.status for e in session.scalars(select(FetchEvent).order_by(FetchEvent.id))]
+    assert statuses == ["ok", "not_modified"]
     feed_requests = http_server.requests_for("/feed.xml")
     assert len(feed_requests) == 2
     assert feed_requests[1].headers.get("if-none-match") == '"feed-v1"'
@@ -170,12 +174,22 @@ def test_a_broken_feed_is_recorded_and_the_others_go_on(
     good = serve_news(http_server)
     http_server.add("/broken.xml", "internal error", status=500, content_type="text/plain")
     http_server.add("/home.html", article_page("Welcome", ["Our homepage."]))
-    add(engine, good, http_server.url("/broken.xml"), http_server.url("/home.html"))
+    # An emoji as two surrogate character references makes feedparser itself raise.
+    http_server.add("/emoji.xml", rss("Smile &#55357;&#56832;", []).replace(b"&amp;#", b"&#"))
+    # A link longer than the URL column is skipped; the feed's other item is kept.
+    http_server.add("/long.xml", rss("Long", [
+        Item("Too long", http_server.url("/news/" + "x" * 2100), "l-1"),
+        Item("Fine", http_server.url("/news/fine.html"), "l-2", "A fine summary."),
+    ]))
+    add(engine, good, *(http_server.url(p) for p in ("/broken.xml", "/home.html", "/emoji.xml", "/long.xml")))
 
     summary = run_ingest()
 
-    assert (summary.feeds_ok, summary.feeds_failed, summary.articles_new) == (1, 2, 2)
-    assert summary.failures == {"feed:http_500": 1, "feed:not_a_feed": 1}
+    assert (summary.feeds_ok, summary.feeds_failed, summary.articles_new) == (2, 3, 3)
+    assert summary.failures == {
+        "feed:http_500": 1, "feed:not_a_feed": 1, "feed:parser_error": 1,
+        "item:link_too_long": 1, "page:http_404": 1,
+    }
     with session_scope(engine) as session:
         feeds = {f.url: f for f in session.scalars(select(Feed))}
     broken, not_a_feed = feeds[http_server.url("/broken.xml")], feeds[http_server.url("/home.html")]
@@ -187,13 +201,25 @@ def test_a_broken_feed_is_recorded_and_the_others_go_on(
     assert feeds[good].next_poll_at <= stages.utcnow()
 
 
-def test_retry_after_is_honoured(engine: Engine, http_server: LoopbackServer) -> None:
+def test_retry_after_is_honoured_within_reason(engine: Engine, http_server: LoopbackServer) -> None:
     http_server.add("/busy.xml", "slow down", status=429, headers={"Retry-After": "7200"})
-    add(engine, http_server.url("/busy.xml"))
-    run_ingest()
+    http_server.add("/absurd.xml", "slow down", status=503, headers={"Retry-After": "999999999999"})
+    http_server.add("/news/busy.html", "later", status=503, headers={"Retry-After": "999999999999"})
+    http_server.add("/ok.xml", rss("Ok", [Item("Busy page", http_server.url("/news/busy.html"), "b-1", "Teaser.")]))
+    add(engine, *(http_server.url(p) for p in ("/busy.xml", "/absurd.xml", "/ok.xml")))
+
+    summary = run_ingest()
+
+    assert summary.failures == {"feed:http_429": 1, "feed:http_503": 1, "page:http_503": 1}
+    now = stages.utcnow()
     with session_scope(engine) as session:
-        feed = session.scalars(select(Feed)).one()
-    assert feed.next_poll_at >= stages.utcnow() + timedelta(seconds=7000)
+        feeds = {f.url: f for f in session.scalars(select(Feed))}
+        (article,) = session.scalars(select(Article)).all()
+    assert feeds[http_server.url("/busy.xml")].next_poll_at >= now + timedelta(seconds=7000)
+    # An absurd Retry-After parks a feed or a page for a day at most, not for centuries.
+    assert now + timedelta(hours=20) < feeds[http_server.url("/absurd.xml")].next_poll_at <= now + timedelta(days=1)
+    assert article.extraction_status == ExtractionStatus.FETCH_FAILED
+    assert now + timedelta(hours=20) < article.next_fetch_at <= now + timedelta(days=1)
 
 
 def test_a_private_address_is_refused(engine: Engine) -> None:
@@ -282,8 +308,8 @@ def test_overlapping_runs_claim_each_feed_and_page_once(engine: Engine, http_ser
     with session_scope(engine) as session:
         events = session.scalars(select(FetchEvent).where(FetchEvent.run_id == run_id)).all()
     assert len(events) == 1
-    assert len(stages.claim_pages(engine)) == 2
-    assert stages.claim_pages(engine) == []
+    assert len(stages.claim_pages(engine, settings)) == 2
+    assert stages.claim_pages(engine, settings) == []
 
 
 def test_dates_fall_back_from_feed_to_page_to_fetch_time(engine: Engine, http_server: LoopbackServer) -> None:
@@ -299,18 +325,46 @@ def test_dates_fall_back_from_feed_to_page_to_fetch_time(engine: Engine, http_se
     assert future.date_source == DateSource.PAGE
     assert future.published_at.isoformat() == "2026-11-08T07:00:00+00:00"
     assert nodate.date_source == DateSource.FETCHED
-    assert nodate.published_at == nodate.discovered_at
+    assert nodate.published_at == nodate.fetched_at
 
 
 def test_control_characters_never_reach_the_database(engine: Engine, http_server: LoopbackServer) -> None:
     # XML forbids raw NUL, so smuggle it as a character reference the way broken feeds do.
     body = rss("Wire", [Item("Title&#0; with NUL", http_server.url("/x.html"), "c-1", "Sum&#0;mary")])
     http_server.add("/feed.xml", body.replace(b"&amp;#0;", b"&#0;"))
-    http_server.add("/x.html", b"<html><body><p>Tiny\x00page</p></body></html>")
+    page = article_page("Title with NUL", ENGLISH_PARAGRAPHS)
+    http_server.add("/x.html", page.replace(b"Security forces", b"Security\x00 forces", 1))
     add(engine, http_server.url("/feed.xml"))
     run_ingest()
     with session_scope(engine) as session:
         count = session.scalar(select(func.count()).select_from(Article))
         article = session.scalars(select(Article)).one()
     assert count == 1
-    assert "\x00" not in (article.title or "") and "\x00" not in (article.text or "")
+    assert article.extraction_status == ExtractionStatus.OK
+    assert "\x00" not in article.title and "\x00" not in article.text
+    assert "Security forces in eastern Syria" in article.text or "Security forces" in article.text.replace("  ", " ")
+
+
+def test_two_runs_claiming_at_once_split_the_feeds(engine: Engine) -> None:
+    """Real concurrency: two threads claim at the same instant; each feed goes to one of them."""
+    import threading
+
+    from marsad.store import claim_feeds
+
+    add(engine, *(f"https://wire{i}.example/rss" for i in range(30)))
+    barrier = threading.Barrier(2)
+    claimed: list[list[int]] = [[], []]
+
+    def claim(slot: int) -> None:
+        now = stages.utcnow()
+        barrier.wait()
+        with session_scope(engine) as session:
+            claimed[slot] = [f.id for f in claim_feeds(session, now=now, lease_until=now + timedelta(hours=1))]
+
+    threads = [threading.Thread(target=claim, args=(slot,)) for slot in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed[0] + claimed[1]) == sorted(set(claimed[0] + claimed[1]))
+    assert len(claimed[0]) + len(claimed[1]) == 30
