@@ -221,3 +221,25 @@ def test_days_are_read_in_the_analysts_time_zone(db_url: str, monkeypatch: pytes
         "2026-11-10T01:30:00+03:00"
     ]
     assert listed("--until", "2026-11-09") == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_demo_runs_the_pipeline_on_the_sample_web(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's first command: the whole pipeline on the bundled sample web."""
+    code, out, err = marsad("demo", "--database", str(tmp_path / "demo.db"))
+    assert code == 0, err
+    first, second = (line for line in err.splitlines() if line.startswith("run "))
+    assert "3 feeds polled (3 ok" in first and "10 new articles" in first
+    assert "page:http_404=1" in first  # the sample web's missing page keeps its feed summary
+    assert "(0 ok, 3 unchanged, 0 failed), 0 new articles" in second
+    assert "CENTCOM" in out and "regional_cooperation" in out
+
+    from marsad.config import reset_settings
+
+    monkeypatch.setenv("MARSAD_DATABASE_URL", f"sqlite:///{tmp_path / 'demo.db'}")
+    reset_settings()
+    code, out, _ = marsad("articles", "list", "--format", "json")
+    listed = json.loads(out)
+    assert len(listed) == 10 and len({a["url"] for a in listed}) == 10
+    assert {a["language"] for a in listed} == {"en", "ar"}
+    assert not any("utm_" in a["url"] for a in listed)
