@@ -100,7 +100,7 @@ def main() -> None:
                 fetched = timed("fetch pages", len(pending), lambda: stages.fetch_pages(settings, pending), totals)
                 extracted = timed("extract", len(pending), lambda: stages.extract_pages(pool, settings, fetched), totals)
                 updates = timed("tag", len(pending), lambda: stages.tag_articles(extracted), totals)
-                stored += timed("store", len(pending), lambda: stages.store_articles(engine, updates), totals).stored
+                stored += timed("store", len(pending), lambda: stages.store_articles(engine, settings, updates), totals).stored
 
         print(f"database: {engine.url.render_as_string()}  cores: {os.cpu_count()}  "
               f"feeds: {args.feeds}  new articles: {record.articles_new}  stored: {stored}")

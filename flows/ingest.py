@@ -72,7 +72,7 @@ def tag_articles(updates: list[stages.ArticleUpdate]) -> list[stages.ArticleUpda
 
 @task(cache_policy=NO_CACHE, **DB_RETRIES)
 def store_articles(updates: list[stages.ArticleUpdate]) -> stages.StoreReport:
-    return stages.store_articles(_engine(), updates)
+    return stages.store_articles(_engine(), get_settings(), updates)
 
 
 @flow(name="ingest")

@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     extract_timeout: float = 20.0
     extract_max_bytes: int = 5 * 1024 * 1024
 
+    # Story clusters: copies whose word shingles overlap this much (estimated Jaccard), published
+    # within this many days of each other, share a cluster.
+    cluster_threshold: float = Field(default=0.5, gt=0, le=1)
+    cluster_window_days: int = Field(default=3, ge=0)
+
     # A failing feed (or page) waits base * 2**(failures-1) minutes, capped.
     backoff_base_minutes: int = 15
     backoff_max_hours: int = 24

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from marsad import store
+from marsad.clusters import ClusterSettings, assign_cluster
 from marsad.config import Settings
 from marsad.db import session_scope
 from marsad.errors import FeedParseError, InputError
@@ -385,6 +386,7 @@ class ArticleUpdate:
 
     article_id: int
     values: dict[str, Any]
+    story_time: datetime  # when the story ran: its date, else when it was first seen
     tags: TagResult | None = None
     failure: str | None = None  # reason counted in the run summary
 
@@ -468,7 +470,8 @@ def build_update(
         or article.feed_language
     )
     values["content_hash"] = content_hash(text) if text else None
-    return ArticleUpdate(article.id, values, failure=failure)
+    story_time = values.get("published_at", article.published_at) or article.discovered_at
+    return ArticleUpdate(article.id, values, story_time, failure=failure)
 
 
 def _page_status(status: str) -> ExtractionStatus:
@@ -507,17 +510,28 @@ class StoreReport:
     failures: Counter[str] = field(default_factory=Counter)
 
 
-def store_articles(engine: Engine, updates: Sequence[ArticleUpdate]) -> StoreReport:
-    """Write each article and replace its tags; rewriting the same update twice is harmless."""
+def store_articles(
+    engine: Engine, settings: Settings, updates: Sequence[ArticleUpdate]
+) -> StoreReport:
+    """Write each article, replace its tags and give it its story cluster.
+
+    Rewriting the same update twice is harmless, so a retried store repeats nothing.
+    """
     report = StoreReport()
     now = utcnow()
     tagger_version = get_tagger().version
+    cluster_settings = ClusterSettings(
+        threshold=settings.cluster_threshold, window=timedelta(days=settings.cluster_window_days)
+    )
     with session_scope(engine) as session:
         for item in updates:
             values = dict(item.values)
             if item.tags is not None:
-                values["places"] = list(item.tags.places)
-                values["actors"] = list(item.tags.actors)
+                values |= {
+                    "places": list(item.tags.places),
+                    "actors": list(item.tags.actors),
+                    "tagged_with": tagger_version,
+                }
             session.execute(
                 update(Article).where(Article.id == item.article_id).values(**values),
                 execution_options={"synchronize_session": False},
@@ -526,6 +540,9 @@ def store_articles(engine: Engine, updates: Sequence[ArticleUpdate]) -> StoreRep
                 store.save_tags(
                     session, item.article_id, item.tags.to_dict()["topics"], tagger_version, now
                 )
+            assign_cluster(
+                session, item.article_id, values["text"], item.story_time, cluster_settings
+            )
             report.stored += 1
             if item.failure:
                 report.failures[item.failure] += 1

@@ -6,6 +6,7 @@ from models.article import (
     ArticleTag,
     DateSource,
     ExtractionStatus,
+    StoryBand,
 )
 from models.base import Base, utcnow
 from models.feed import FetchEvent, Feed
@@ -22,5 +23,6 @@ __all__ = [
     "Feed",
     "IngestRun",
     "RunStatus",
+    "StoryBand",
     "utcnow",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, utcnow
@@ -66,8 +66,13 @@ class Article(Base):
     next_fetch_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     places: Mapped[list[str] | None] = mapped_column(JSONType)
     actors: Mapped[list[str] | None] = mapped_column(JSONType)
-    # Story clusters group copies of one story across outlets (filled by the clustering step).
+    # Story clusters group copies of one story across outlets: the id of the cluster's first
+    # article. minhash is the text's MinHash signature (marsad/clusters.py), kept to compare
+    # later articles against it.
     cluster_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    minhash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The taxonomy version that last tagged this article (its tags keep the version that set them).
+    tagged_with: Mapped[str | None] = mapped_column(String(32))
 
     tags: Mapped[list[ArticleTag]] = relationship(
         back_populates="article", cascade="all, delete-orphan", order_by="ArticleTag.topic"
@@ -88,3 +93,14 @@ class ArticleTag(Base):
     tagged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     article: Mapped[Article] = relationship(back_populates="tags")
+
+
+class StoryBand(Base):
+    """Locality-sensitive hashing bands of an article's MinHash: articles sharing one are candidates."""
+
+    __tablename__ = "story_bands"
+
+    band_hash: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    article_id: Mapped[int] = mapped_column(
+        ForeignKey("articles.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

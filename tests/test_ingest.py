@@ -368,3 +368,23 @@ def test_two_runs_claiming_at_once_split_the_feeds(engine: Engine) -> None:
         thread.join()
     assert sorted(claimed[0] + claimed[1]) == sorted(set(claimed[0] + claimed[1]))
     assert len(claimed[0]) + len(claimed[1]) == 30
+
+
+def test_copies_of_one_story_across_outlets_share_a_cluster(engine: Engine, http_server: LoopbackServer) -> None:
+    from test_clusters import OTHER_STORY, REPUBLISHED, WIRE
+
+    http_server.add("/wire/raid.html", article_page("Four held in desert raid", [WIRE], site="Wire"))
+    http_server.add("/post/raid.html", article_page("Cell members detained near Mayadin", [REPUBLISHED], site="Post"))
+    http_server.add("/monitor/attack.html", article_page("Checkpoint attack kills two", [OTHER_STORY], site="Monitor"))
+    http_server.add("/wire.xml", rss("Wire", [Item("Four held in desert raid", http_server.url("/wire/raid.html"), "w-1")]))
+    http_server.add("/post.xml", rss("Post", [
+        Item("Cell members detained near Mayadin", http_server.url("/post/raid.html"), "p-1"),
+        Item("Checkpoint attack kills two", http_server.url("/monitor/attack.html"), "p-2"),
+    ]))
+    add(engine, http_server.url("/wire.xml"), http_server.url("/post.xml"))
+
+    run_ingest()
+
+    clusters = {a.canonical_url.rsplit("/", 2)[-2]: a.cluster_id for a in articles(engine)}
+    assert clusters["wire"] == clusters["post"]
+    assert clusters["monitor"] != clusters["wire"]

@@ -1,0 +1,143 @@
+"""Story clusters: copies of one story across outlets share a ``cluster_id``.
+
+Near-duplicate detection with MinHash over word shingles (datasketch) and locality-sensitive
+hashing kept in the database: each article's signature is cut into bands, and articles sharing a
+band hash within a time window are candidates; a candidate joins the cluster when the estimated
+Jaccard similarity of the two texts reaches the threshold. Syndicated wire copies, re-publications
+and light rewrites land together; different stories about the same event do not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+import numpy as np
+from datasketch import MinHash
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.orm import Session
+
+from models import Article, StoryBand
+
+NUM_PERM = 128
+BANDS = 32  # 32 bands of 4 rows: pairs above Jaccard ~0.5 meet in some band with > 99 % chance
+ROWS = NUM_PERM // BANDS
+SHINGLE_WORDS = 5
+MIN_WORDS = 40  # below this a text is a teaser: too little to tell two stories apart
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_WINDOW = timedelta(days=3)
+_WORD = re.compile(r"\w+")
+
+
+@lru_cache(maxsize=1)
+def _template() -> MinHash:
+    # Permutations are drawn once: building them per article would cost more than hashing.
+    return MinHash(num_perm=NUM_PERM, seed=1)
+
+
+def signature(text: str | None) -> np.ndarray | None:
+    """The MinHash signature of a text's word shingles, or None for a text too short to compare."""
+    words = _WORD.findall((text or "").casefold())
+    if len(words) < MIN_WORDS:
+        return None
+    shingles = {
+        " ".join(words[i : i + SHINGLE_WORDS]).encode() for i in range(len(words) - SHINGLE_WORDS + 1)
+    }
+    template = _template()
+    minhash = MinHash(
+        num_perm=NUM_PERM,
+        permutations=template.permutations,
+        scheme=template.scheme,
+        hashfunc=zlib.crc32,  # stable across processes and 3x faster than the default SHA-1
+    )
+    minhash.update_batch(list(shingles))
+    return minhash.hashvalues.astype(np.uint32)
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Estimated Jaccard similarity of the two texts' shingle sets."""
+    return float(np.count_nonzero(a == b)) / len(a)
+
+
+def band_hashes(sig: np.ndarray) -> list[int]:
+    """One signed 64-bit hash per band (BIGINT on every backend)."""
+    raw = sig.astype("<u4").tobytes()
+    width = ROWS * 4
+    return [
+        int.from_bytes(
+            hashlib.blake2b(bytes([band]) + raw[band * width : (band + 1) * width], digest_size=8).digest(),
+            "little",
+            signed=True,
+        )
+        for band in range(BANDS)
+    ]
+
+
+def to_bytes(sig: np.ndarray) -> bytes:
+    return sig.astype("<u4").tobytes()
+
+
+def from_bytes(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, dtype="<u4")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    threshold: float = DEFAULT_THRESHOLD
+    window: timedelta = DEFAULT_WINDOW
+
+
+def assign_cluster(
+    session: Session,
+    article_id: int,
+    text: str | None,
+    when: datetime,
+    settings: ClusterSettings = ClusterSettings(),
+) -> int:
+    """Give the article its story cluster and index its bands; returns the cluster id.
+
+    The cluster id is the id of the cluster's first article, so it is stable and needs no table
+    of its own. Run inside the transaction that stores the article: later articles of the same
+    batch see it.
+    """
+    session.execute(delete(StoryBand).where(StoryBand.article_id == article_id))
+    sig = signature(text)
+    if sig is None:
+        session.execute(
+            update(Article).where(Article.id == article_id).values(cluster_id=article_id, minhash=None)
+        )
+        return article_id
+
+    bands = band_hashes(sig)
+    story_time = func.coalesce(Article.published_at, Article.discovered_at)
+    candidates = session.execute(
+        select(Article.id, Article.cluster_id, Article.minhash)
+        .join(StoryBand, StoryBand.article_id == Article.id)
+        .where(
+            StoryBand.band_hash.in_(bands),
+            Article.id != article_id,
+            Article.minhash.is_not(None),
+            and_(story_time >= when - settings.window, story_time <= when + settings.window),
+        )
+        .distinct()
+    ).all()
+    best_cluster, best_score = article_id, settings.threshold
+    for candidate_id, candidate_cluster, candidate_sig in candidates:
+        score = similarity(sig, from_bytes(candidate_sig))
+        if score >= best_score:
+            best_cluster, best_score = candidate_cluster or candidate_id, score
+    session.execute(
+        update(Article)
+        .where(Article.id == article_id)
+        .values(cluster_id=best_cluster, minhash=to_bytes(sig)),
+        execution_options={"synchronize_session": False},
+    )
+    session.execute(
+        StoryBand.__table__.insert(),
+        [{"band_hash": band, "article_id": article_id} for band in set(bands)],
+    )
+    return best_cluster
