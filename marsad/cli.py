@@ -342,15 +342,19 @@ def ingest(
 
 def _run_ingest(feed_urls: list[str] | None) -> Any:
     _engine()  # a database problem is reported before Prefect starts its server
-
     from flows.ingest import ingest as ingest_flow
 
+    return _run_flow(ingest_flow, feed_urls=feed_urls)
+
+
+def _run_flow(flow: Any, **parameters: Any) -> Any:
+    """Run a Prefect flow in this process with a progress bar; its failure is one line."""
     with _progress_bar():
         try:
-            state = ingest_flow(feed_urls=feed_urls, return_state=True)
+            state = flow(**parameters, return_state=True)
         except Exception as exc:  # Prefect itself could not run (its server did not start...)
             raise MarsadError(
-                f"could not run the ingest flow: {exc} (PREFECT_LOGGING_LEVEL=DEBUG shows more)"
+                f"could not run the {flow.name} flow: {exc} (PREFECT_LOGGING_LEVEL=DEBUG shows more)"
             ) from exc
     if not state.is_completed():
         try:
@@ -358,8 +362,8 @@ def _run_ingest(feed_urls: list[str] | None) -> Any:
         except MarsadError:
             raise
         except Exception as exc:
-            raise MarsadError(f"the ingest run failed: {exc}") from exc
-        raise MarsadError(f"the ingest run ended {state.name}")
+            raise MarsadError(f"the {flow.name} run failed: {exc}") from exc
+        raise MarsadError(f"the {flow.name} run ended {state.name}")
     return state.result()
 
 
@@ -516,6 +520,19 @@ def articles_export(
                               "tags", "places", "actors"])
         else:
             _write_jsonl(rows)
+
+
+@app.command()
+def retag(since: SinceOption = None) -> None:
+    """Re-tag stored articles with the current taxonomy; only changed tags are rewritten."""
+    start, _ = _period(since, None)
+    _engine()  # a database problem is reported before Prefect starts its server
+    from flows.retag import retag as retag_flow
+
+    report = _run_flow(retag_flow, since=start)
+    from marsad.tagging import get_tagger
+
+    stderr.print(report.as_log_line(get_tagger().version))
 
 
 # extract and tag: tools on files ---------------------------------------------------------------
