@@ -447,7 +447,7 @@ def articles_list(
     _emit(
         rows,
         format,
-        columns=("id", "published_at", "source", "language", "topics", "title"),
+        columns=("id", "published_at", "source", "language", "topics", "cluster_id", "title"),
         title="Articles",
     )
 
@@ -679,7 +679,11 @@ def demo(
     with _session() as session:
         sources = feed_names(session)
         rows = [_article_row(a, sources) for a in list_articles(session, ArticleFilter(limit=100))]
-    _write_table(rows, ("id", "published_at", "source", "language", "topics", "title"), "Stored articles")
+    _write_table(
+        rows,
+        ("id", "published_at", "source", "language", "topics", "cluster_id", "title"),
+        "Stored articles",
+    )
     stderr.print(
         f"Explore: MARSAD_DATABASE_URL=sqlite:///{database} marsad articles show {rows[0]['id'] if rows else 1}"
     )

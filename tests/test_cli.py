@@ -243,3 +243,8 @@ def test_demo_runs_the_pipeline_on_the_sample_web(tmp_path: Path, monkeypatch: p
     assert len(listed) == 10 and len({a["url"] for a in listed}) == 10
     assert {a["language"] for a in listed} == {"en", "ar"}
     assert not any("utm_" in a["url"] for a in listed)
+    # The Euphrates Post republishes Levant Monitor's raid story: one story cluster, two outlets.
+    raid = [a for a in listed if "CENTCOM" in a["title"]]
+    assert len(raid) == 2 and raid[0]["cluster_id"] == raid[1]["cluster_id"]
+    assert {a["source"] for a in raid} == {"Levant Monitor", "The Euphrates Post"}
+    assert len({a["cluster_id"] for a in listed}) == 9
