@@ -325,12 +325,12 @@ def ingest(
     retried later).
     """
     from marsad.ingest import check_feeds_registered
-    from marsad.store import list_feeds
+    from marsad.store import has_feeds
 
     if feed:
         check_feeds_registered(_engine(), feed)
     with _session() as session:
-        if not list_feeds(session):
+        if not has_feeds(session):
             stderr.print(
                 "no feeds to poll: add one with `marsad feeds add URL` "
                 "or a list with `marsad feeds import FILE`"

@@ -114,12 +114,24 @@ def head_revision(engine: Engine) -> str | None:
     return ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
 
 
+# Databases found at the head revision by this process: a command and the flow it runs each ask.
+_verified: set[str] = set()
+
+
 def ensure_schema(engine: Engine) -> None:
     """Initialise an empty database; refuse to run on one that needs an upgrade.
 
     A fresh install should just work, but migrating a production database is an operator's
     decision, taken with ``marsad init``.
     """
+    key = engine.url.render_as_string(hide_password=False)
+    if key in _verified:
+        return
+    _ensure_schema(engine)
+    _verified.add(key)
+
+
+def _ensure_schema(engine: Engine) -> None:
     current = current_revision(engine)
     if current is None:
         from models import Base

@@ -61,6 +61,10 @@ def add_feeds(session: Session, specs: Iterable[FeedSpec]) -> tuple[int, int]:
     return added, len(specs) - added
 
 
+def has_feeds(session: Session) -> bool:
+    return session.scalar(select(Feed.id).limit(1)) is not None
+
+
 def list_feeds(session: Session) -> Sequence[Feed]:
     return session.scalars(select(Feed).order_by(Feed.id)).all()
 
