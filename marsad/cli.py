@@ -399,8 +399,11 @@ def _article_detail(article: Any, sources: dict[int, str]) -> dict[str, Any]:
         "site_name": article.site_name,
         "fetched_at": _iso(article.fetched_at),
         "tags": [
-            {"topic": tag.topic, "score": tag.score, "evidence": tag.evidence} for tag in article.tags
+            {"topic": tag.topic, "score": tag.score, "evidence": tag.evidence,
+             "tagger_version": tag.tagger_version}
+            for tag in article.tags
         ],
+        "tagged_with": article.tagged_with,
         "places": article.places or [],
         "actors": article.actors or [],
         "date_source": article.date_source,
@@ -481,7 +484,9 @@ def _show_article(detail: dict[str, Any]) -> None:
     out = _stdout()
     out.print(Panel(meta, title=Text(detail["title"] or "(no title)"), title_align="left"))
     for tag in detail["tags"]:
-        out.print(Text(f"{tag['topic']}  score {tag['score']:.2f}", style="bold"))
+        out.print(Text(
+            f"{tag['topic']}  score {tag['score']:.2f}  taxonomy {tag['tagger_version']}", style="bold"
+        ))
         for evidence in tag["evidence"]:
             field_text = (detail["title"] if evidence.get("field") == "title" else detail["text"]) or ""
             out.print(Text("  ") + _in_context(field_text, evidence))

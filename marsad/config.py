@@ -55,7 +55,7 @@ class Settings(BaseSettings):
 
     # Story clusters: copies whose word shingles overlap this much (estimated Jaccard), published
     # within this many days of each other, share a cluster.
-    cluster_threshold: float = Field(default=0.5, gt=0, le=1)
+    cluster_threshold: float = Field(default=0.6, gt=0, le=1)
     cluster_window_days: int = Field(default=3, ge=0)
 
     # A failing feed (or page) waits base * 2**(failures-1) minutes, capped.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import Engine, delete, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from marsad import store
@@ -61,7 +61,8 @@ def retag_batch(
         query = (
             select(Article)
             .options(selectinload(Article.tags))
-            .where(Article.id > after_id, Article.text.is_not(None))
+            # Title-only articles were tagged at ingest too: they are re-tagged like the rest.
+            .where(Article.id > after_id, or_(Article.text.is_not(None), Article.title.is_not(None)))
             .order_by(Article.id)
             .limit(limit)
         )

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Engine, select
 
-from marsad.clusters import ClusterSettings, assign_cluster, signature, similarity
+from marsad.clusters import ClusterSettings, assign_cluster, band_hashes, signature, similarity
 from marsad.db import session_scope
 from models import Article, StoryBand
 
@@ -54,7 +54,7 @@ def _article(session, url: str, text: str, when: datetime) -> Article:
 
 
 def test_clusters_in_the_database(engine: Engine) -> None:
-    settings = ClusterSettings(threshold=0.5, window=timedelta(days=3))
+    settings = ClusterSettings(threshold=0.6, window=timedelta(days=3))
     with session_scope(engine) as session:
         first = _article(session, "https://wire.example/1", WIRE, T0)
         copy = _article(session, "https://post.example/1", REPUBLISHED, T0 + timedelta(hours=5))
@@ -77,5 +77,34 @@ def test_reassigning_an_article_replaces_its_bands(engine: Engine) -> None:
         first = _article(session, "https://wire.example/1", WIRE, T0)
         assign_cluster(session, first.id, WIRE, T0)
         assign_cluster(session, first.id, OTHER_STORY, T0)  # its page was re-extracted
+        stored = set(session.scalars(select(StoryBand.band_hash).where(StoryBand.article_id == first.id)))
+        assert stored == set(band_hashes(signature(OTHER_STORY)))
         copy = _article(session, "https://post.example/1", REPUBLISHED, T0)
         assert assign_cluster(session, copy.id, REPUBLISHED, T0) == copy.id
+
+
+def test_similar_stories_do_not_chain_into_one_cluster(engine: Engine) -> None:
+    """Each story resembles the one before it, but the last shares little with the first."""
+    words = WIRE.split()
+    drifting = [" ".join(words[i * 12:] + OTHER_STORY.split()[: i * 12]) for i in range(5)]
+    with session_scope(engine) as session:
+        ids = []
+        for n, text in enumerate(drifting):
+            article = _article(session, f"https://wire.example/{n}", text, T0 + timedelta(hours=n))
+            ids.append(assign_cluster(session, article.id, text, article.published_at))
+    assert similarity(signature(drifting[0]), signature(drifting[1])) >= 0.6
+    assert similarity(signature(drifting[0]), signature(drifting[-1])) < 0.6
+    assert ids[1] == ids[0] and ids[-1] != ids[0]
+
+
+def test_arabic_copies_match_despite_diacritics_and_letter_forms() -> None:
+    story = (
+        "أعلنت وزارة الداخلية العراقية أن قوات الأمن اعتقلت خمسة عناصر من خلية تابعة لتنظيم الدولة "
+        "الإسلامية في محافظة الأنبار بعد عملية رصد استمرت أسابيع، وضبطت بحوزتهم أسلحة وعبوات ناسفة "
+        "كانت معدة لاستهداف نقاط التفتيش على الطريق الدولي، وقال المتحدث باسم الوزارة إن التحقيقات "
+        "مستمرة لكشف بقية أفراد الخلية ومصادر تمويلها، وإن القوات الأمنية ستواصل ملاحقة فلول التنظيم "
+        "في المناطق الصحراوية المحاذية للحدود مع سوريا"
+    )
+    voweled = story.replace("الدولة", "الدَّوْلَة").replace("أعلنت", "اعلنت").replace("الإسلامية", "الاسلامية")
+    voweled = voweled.replace("العراقية", "العراقيـــة")
+    assert similarity(signature(story), signature(voweled)) >= 0.8

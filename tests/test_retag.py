@@ -96,3 +96,15 @@ def test_retag_command_runs_the_flow(engine: Engine) -> None:
     assert tags(engine, ids["arabic"]) == {}
     bad = CliRunner().invoke(app, ["retag", "--since", "last week"])
     assert bad.exit_code == 1 and "--since must be a date" in bad.stderr
+
+
+def test_title_only_articles_are_retagged_too(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        article = Article(canonical_url="https://a.example/t", url="https://a.example/t",
+                          title="ISIS cell kills three soldiers in Deir ez-Zor ambush", published_at=NOW)
+        session.add(article)
+        session.flush()
+        article_id = article.id
+    report = retag_batch(engine, get_tagger(), after_id=0)
+    assert report.articles_checked == 1
+    assert "isis" in tags(engine, article_id)
