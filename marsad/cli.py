@@ -9,7 +9,7 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from typer.core import TyperGroup
 
 from marsad.config import get_settings, reset_settings
-from marsad.errors import DatabaseError, InputError, MarsadError
+from marsad.errors import InputError, MarsadError
 
 # Offline by default: Prefect's telemetry would fail (and log errors) on closed networks.
 for _name, _value in {
