@@ -537,7 +537,7 @@ def store_articles(
                 execution_options={"synchronize_session": False},
             )
             if item.tags is not None:
-                store.save_tags(
+                store.write_tags(
                     session, item.article_id, item.tags.to_dict()["topics"], tagger_version, now
                 )
             assign_cluster(

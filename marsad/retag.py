@@ -7,19 +7,17 @@ checked records the version that checked it (``articles.tagged_with``).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, or_, select, update
+from sqlalchemy import Engine, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from marsad import store
 from marsad.db import session_scope
 from marsad.tagging import Tagger
-from models import Article, ArticleTag, utcnow
+from models import Article, utcnow
 
 RETAG_BATCH = 500
 
@@ -85,38 +83,18 @@ def _apply(
     now: datetime,
     report: RetagReport,
 ) -> bool:
-    old = {tag.topic: tag for tag in article.tags}
-    new = {tag["topic"]: tag for tag in tagged["topics"]}
-    changed = False
-    for topic in old.keys() - new.keys():
-        session.execute(delete(ArticleTag).where(ArticleTag.id == old[topic].id))
-        report.tags_removed += 1
-        changed = True
-    for topic, tag in new.items():
-        current = old.get(topic)
-        if current is None:
-            session.execute(
-                store.insert_ignoring_conflicts(session, ArticleTag),
-                [{"article_id": article.id, "topic": topic, "score": float(tag["score"]),
-                  "evidence": tag["evidence"], "tagger_version": version, "tagged_at": now}],
-            )
-            report.tags_added += 1
-            changed = True
-        elif not _same_tag(current, tag):
-            session.execute(
-                update(ArticleTag)
-                .where(ArticleTag.id == current.id)
-                .values(score=float(tag["score"]), evidence=tag["evidence"],
-                        tagger_version=version, tagged_at=now)
-            )
-            report.tags_updated += 1
-            changed = True
+    changes = store.write_tags(
+        session, article.id, tagged["topics"], version, now, existing=article.tags
+    )
+    report.tags_added += changes.added
+    report.tags_updated += changes.updated
+    report.tags_removed += changes.removed
     values: dict[str, Any] = {}
     if list(article.places or []) != list(tagged["places"]):
         values["places"] = list(tagged["places"])
     if list(article.actors or []) != list(tagged["actors"]):
         values["actors"] = list(tagged["actors"])
-    changed = changed or bool(values)
+    changed = changes.any or bool(values)
     if article.tagged_with != version:
         values["tagged_with"] = version
     if values:
@@ -125,13 +103,3 @@ def _apply(
             execution_options={"synchronize_session": False},
         )
     return changed
-
-
-def _same_tag(row: ArticleTag, tag: dict[str, Any]) -> bool:
-    return math.isclose(row.score, float(tag["score"]), abs_tol=1e-9) and _evidence_key(
-        row.evidence
-    ) == _evidence_key(tag["evidence"])
-
-
-def _evidence_key(evidence: Sequence[dict[str, Any]] | None) -> list[tuple[Any, ...]]:
-    return [(e.get("term"), e.get("field"), e.get("start"), e.get("end")) for e in evidence or []]

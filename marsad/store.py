@@ -6,6 +6,8 @@ conditional UPDATEs, so reruns, crashes and overlapping runs never store anythin
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -197,25 +199,71 @@ def claim_pages(
     return [PendingArticle(*row) for row in rows]
 
 
-def save_tags(
-    session: Session, article_id: int, tags: Iterable[dict[str, Any]], tagger_version: str,
+@dataclass
+class TagChanges:
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+
+    @property
+    def any(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+
+def write_tags(
+    session: Session,
+    article_id: int,
+    tags: Iterable[dict[str, Any]],
+    tagger_version: str,
     now: datetime,
-) -> None:
-    """Replace an article's tags (a retag must not leave stale topics behind)."""
-    session.execute(delete(ArticleTag).where(ArticleTag.article_id == article_id))
-    rows = [
-        {
-            "article_id": article_id,
-            "topic": tag["topic"],
-            "score": float(tag["score"]),
-            "evidence": tag["evidence"],
-            "tagger_version": tagger_version,
-            "tagged_at": now,
-        }
-        for tag in tags
-    ]
-    if rows:
-        session.execute(insert_ignoring_conflicts(session, ArticleTag), rows)
+    existing: Iterable[ArticleTag] | None = None,
+) -> TagChanges:
+    """Make an article's tags ``tags``, writing only what differs.
+
+    A tag that comes out the same keeps its row and the taxonomy version that first gave it; a
+    changed one is rewritten with ``tagger_version``; a topic no longer given is removed.
+    ``existing`` saves the lookup when the caller has loaded the article's tags already.
+    """
+    if existing is None:
+        existing = session.scalars(select(ArticleTag).where(ArticleTag.article_id == article_id))
+    old = {tag.topic: tag for tag in existing}
+    new = {tag["topic"]: tag for tag in tags}
+    changes = TagChanges()
+    gone = [old[topic].id for topic in old.keys() - new.keys()]
+    if gone:
+        session.execute(delete(ArticleTag).where(ArticleTag.id.in_(gone)))
+        changes.removed = len(gone)
+    added = []
+    for topic, tag in new.items():
+        current = old.get(topic)
+        if current is None:
+            added.append({
+                "article_id": article_id, "topic": topic, "score": float(tag["score"]),
+                "evidence": tag["evidence"], "tagger_version": tagger_version, "tagged_at": now,
+            })
+        elif not _same_tag(current, tag):
+            session.execute(
+                update(ArticleTag)
+                .where(ArticleTag.id == current.id)
+                .values(score=float(tag["score"]), evidence=tag["evidence"],
+                        tagger_version=tagger_version, tagged_at=now),
+                execution_options={"synchronize_session": False},
+            )
+            changes.updated += 1
+    if added:
+        session.execute(insert_ignoring_conflicts(session, ArticleTag), added)
+        changes.added = len(added)
+    return changes
+
+
+def _same_tag(row: ArticleTag, tag: dict[str, Any]) -> bool:
+    return math.isclose(row.score, float(tag["score"]), abs_tol=1e-9) and _evidence_key(
+        row.evidence
+    ) == _evidence_key(tag["evidence"])
+
+
+def _evidence_key(evidence: Sequence[dict[str, Any]] | None) -> list[tuple[Any, ...]]:
+    return [(e.get("term"), e.get("field"), e.get("start"), e.get("end")) for e in evidence or []]
 
 
 # Articles: reading ---------------------------------------------------------------------------

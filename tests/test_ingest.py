@@ -388,3 +388,21 @@ def test_copies_of_one_story_across_outlets_share_a_cluster(engine: Engine, http
     clusters = {a.canonical_url.rsplit("/", 2)[-2]: a.cluster_id for a in articles(engine)}
     assert clusters["wire"] == clusters["post"]
     assert clusters["monitor"] != clusters["wire"]
+
+
+def test_restoring_an_article_keeps_the_versions_of_unchanged_tags(
+    engine: Engine, http_server: LoopbackServer
+) -> None:
+    add(engine, serve_news(http_server))
+    run_ingest()
+    with session_scope(engine) as session:  # as if an older taxonomy had given these tags
+        session.execute(update(ArticleTag).values(tagger_version="old"))
+        session.execute(update(Article).values(
+            extraction_status=ExtractionStatus.FETCH_FAILED, next_fetch_at=stages.utcnow() - timedelta(seconds=1)))
+        before = {(t.article_id, t.topic) for t in session.scalars(select(ArticleTag))}
+
+    assert run_ingest().articles_stored == 2  # both pages fetched and stored again
+
+    with session_scope(engine) as session:
+        after = {(t.article_id, t.topic): t.tagger_version for t in session.scalars(select(ArticleTag))}
+    assert set(after) == before and set(after.values()) == {"old"}
