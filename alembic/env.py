@@ -16,6 +16,26 @@ if config.config_file_name is not None:
 
 target_metadata = Base.metadata
 
+# Full-text search (migration 0006) lives in the database only, not in the models: SQLite's FTS5
+# table with its shadow tables, PostgreSQL's generated tsvector column and its GIN index.
+SEARCH_TABLE_PREFIX = "articles_fts"
+SEARCH_COLUMNS = {("articles", "search_vector")}
+SEARCH_INDEXES = {"ix_articles_search_vector"}
+
+
+def include_name(name: str | None, type_: str, _parent_names: object) -> bool:
+    return not (type_ == "table" and name is not None and name.startswith(SEARCH_TABLE_PREFIX))
+
+
+def include_object(
+    obj: object, name: str | None, type_: str, _reflected: bool, _compare_to: object
+) -> bool:
+    if type_ == "column":
+        return (getattr(getattr(obj, "table", None), "name", None), name) not in SEARCH_COLUMNS
+    if type_ == "index":
+        return name not in SEARCH_INDEXES
+    return True
+
 
 def run_migrations_online() -> None:
     engine = config.attributes.get("engine") or make_engine(get_settings().database_url)
@@ -27,6 +47,8 @@ def run_migrations_online() -> None:
             # SQLite cannot ALTER most things; batch mode recreates tables instead.
             render_as_batch=True,
             compare_type=True,
+            include_name=include_name,
+            include_object=include_object,
         )
         context.run_migrations()
 

@@ -224,6 +224,34 @@ def corpus_docs(folder: Path) -> tuple[list[Doc], int]:
     return docs, len(pages)
 
 
+def on_topic(docs: Sequence[Doc], items: Sequence[Item]) -> list[Doc]:
+    """Each corpus article with three labelled on-topic dev texts of its language spliced in at a quarter, half
+    and three quarters of its length: an article of the beat, at a real article's length."""
+    relevant = {
+        lang: [i for i in items if i.topics and i.language == lang] for lang in LANGUAGES
+    }
+    out = []
+    for n, doc in enumerate(docs):
+        pool = relevant["ar" if doc.language == "ar" else "en"]
+        text = doc.text
+        for k, fraction in enumerate((0.75, 0.5, 0.25)):
+            at = text.rfind("\n", 0, int(len(text) * fraction)) + 1
+            text = text[:at] + pool[(3 * n + k) % len(pool)].text + "\n" + text[at:]
+        out.append(Doc(doc.title, text, doc.language))
+    return out
+
+
+def dense(items: Sequence[Item]) -> list[Doc]:
+    """The worst case: ten dev texts of one language per document, nearly every sentence a hit."""
+    out = []
+    for lang in LANGUAGES:
+        pool = [i for i in items if i.language == lang]
+        for k in range(0, len(pool), 10):
+            chunk = pool[k : k + 10]
+            out.append(Doc(chunk[0].title, "\n\n".join(i.text for i in chunk), lang))
+    return out
+
+
 def throughput(docs: Sequence[Doc], min_seconds: float) -> tuple[float, float]:
     """Best of RUNS runs: (articles per second, MB per second)."""
     tagger = get_tagger()
@@ -296,8 +324,10 @@ def main() -> int:
             "(extraction not timed)"
         )
         print(speed_line("corpus articles", docs, args.min_seconds), flush=True)
+        print(speed_line("corpus + 3 on-topic paragraphs", on_topic(docs, items), args.min_seconds))
     dev_docs = [Doc(i.title, i.text, i.language) for i in items]
     print(speed_line("dev-set items", dev_docs, args.min_seconds), flush=True)
+    print(speed_line("dense: 10 dev items per text", dense(items), args.min_seconds), flush=True)
     return 0
 
 

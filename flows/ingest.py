@@ -96,9 +96,12 @@ def ingest(feed_urls: list[str] | None = None) -> stages.RunSummary:
             tagged = tag_articles(updates)
             stored.append(store_articles(tagged))
     except Exception as exc:
-        _report(stages.finish_run(
-            _engine(), run_id, outcomes, record, stored, status=RunStatus.FAILED, error=str(exc)
-        ))
+        try:
+            _report(stages.finish_run(
+                _engine(), run_id, outcomes, record, stored, status=RunStatus.FAILED, error=str(exc)
+            ))
+        except Exception:  # noqa: BLE001 - the database may be what failed; its error is the one to raise
+            get_run_logger().exception("the failed run could not be recorded")
         raise
     return _report(stages.finish_run(_engine(), run_id, outcomes, record, stored))
 

@@ -37,6 +37,18 @@ class Settings(BaseSettings):
     digest_from: str = "marsad@localhost"
     digest_to: CommaList = Field(default_factory=list)
     outbox_dir: Path = Path("outbox")
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    # A long topic section shows its most relevant stories and says how many more there are.
+    digest_max_stories: int = Field(default=10, ge=1)
+    # With nothing new, send a short "nothing new" note instead of nothing.
+    digest_send_empty: bool = False
+    # A topic "spikes" on a day with at least spike_min_articles articles and spike_threshold
+    # standard deviations above its mean of the 28 days before; the digest marks it and the
+    # spike-alert flow mails it at once.
+    spike_threshold: float = Field(default=3.0, gt=0)
+    spike_min_articles: int = Field(default=5, ge=1)
+    # A feed that usually publishes and has published nothing for this many days is "silent".
+    silent_days: int = Field(default=3, ge=1)
     timezone: str = "UTC"
 
     # Fetching: polite defaults; each is a setting so operators can adapt to their feeds.
@@ -57,6 +69,23 @@ class Settings(BaseSettings):
     # within this many days of each other, share a cluster.
     cluster_threshold: float = Field(default=0.6, gt=0, le=1)
     cluster_window_days: int = Field(default=3, ge=0)
+    # A shorter copy (a republished first half, a wire story with local paragraphs added) joins
+    # when this share of its shingles is in the cluster's first article.
+    cluster_containment: float = Field(default=0.8, gt=0, le=1)
+
+    # `marsad serve`: how often ingest and the spike alert run, and when the digest goes out
+    # (HH:MM in MARSAD_TIMEZONE).
+    serve_ingest_minutes: int = Field(default=30, ge=1)
+    serve_alert_minutes: int = Field(default=30, ge=1)
+    serve_digest_time: str = Field(default="07:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+
+    # Adaptive polling: a feed that brought new items is polled sooner next time (down to
+    # poll_min_minutes), one that did not, later (up to poll_max_hours). Scheduled ingests still
+    # set the pace: a feed is only polled when an ingest runs and finds it due.
+    poll_min_minutes: float = Field(default=10, gt=0)
+    poll_max_hours: float = Field(default=24, gt=0)
+    # After this many failed polls in a row a feed is set inactive (`marsad feeds enable URL`).
+    feed_max_failures: int = Field(default=20, ge=1)
 
     # A failing feed (or page) waits base * 2**(failures-1) minutes, capped.
     backoff_base_minutes: int = 15

@@ -64,3 +64,9 @@ class TaxonomyError(MarsadError):
     """The tagging taxonomy is malformed; the message names the file and the place."""
 
     reason = "taxonomy"
+
+
+class OutboxError(MarsadError):
+    """The outbox folder cannot be written (missing permission, disk full)."""
+
+    reason = "outbox"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import calendar
 import codecs
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,11 +24,13 @@ import yaml
 from courlan import normalize_url
 
 from marsad.errors import FeedParseError, InputError
-from marsad.text import one_line
+from marsad.text import one_line, scrub
 
 MAX_ITEMS_PER_FEED = 500
 MAX_URL_LENGTH = 2048  # the URL columns' size
 _ENTITY_DECL = re.compile(r"<!ENTITY", re.IGNORECASE)
+_PROLOG_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9_.:-]+)["']""")
+_CHARSET_PARAM = re.compile(r";\s*charset\s*=\s*[\"']?([^;\"'\s]+)[\"']?", re.IGNORECASE)
 _INTERNAL_SUBSET = re.compile(r"<!DOCTYPE[^>\[]*\[", re.IGNORECASE)
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _LANGUAGE_CODE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,2}$")
@@ -55,6 +58,8 @@ class ParsedFeed:
     recovered_error: str | None = None
     # Item-level problems counted by reason ("bad_link", "no_link").
     skipped: Counter[str] = field(default_factory=Counter)
+    # How often the feed says it changes at most (RSS <ttl>, sy:updatePeriod/updateFrequency).
+    hint_minutes: float | None = None
 
 
 class _RootReached(Exception):
@@ -111,11 +116,67 @@ def _decode_for_scan(data: bytes) -> str:
     return data.decode("latin-1")
 
 
+def _codec(label: str | None) -> str | None:
+    try:
+        return codecs.lookup(label).name if label else None
+    except LookupError:
+        return None
+
+
+def _correct_declared_encoding(
+    body: bytes, content_type: str | None
+) -> tuple[bytes, str | None, str | None]:
+    """Transcode a feed to UTF-8 when its declared encoding (HTTP charset, else the XML prolog)
+    is plainly wrong, returning the body, content type and a note saying what was corrected.
+
+    feedparser trusts any declaration that decodes without error: a single-byte charset always
+    does, so UTF-8 declared as windows-1256 turned Arabic into mojibake, and windows-1256 declared
+    (or defaulted) as UTF-8 was read as windows-1252, both silently. Valid UTF-8 with non-ASCII
+    bytes is almost never another encoding; bytes that are not UTF-8 are detected instead.
+    """
+    if body.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
+        b"\x00" in body[:4]
+    ):
+        return body, content_type, None  # a byte-order mark or UTF-16/32: feedparser sniffs these
+    header = _CHARSET_PARAM.search(content_type or "")
+    prolog = _PROLOG_ENCODING.match(body[:1024])
+    label = header.group(1) if header else (prolog.group(1).decode("ascii") if prolog else None)
+    declared = _codec(label)
+    try:
+        body.decode("utf-8")
+        is_utf8 = True
+    except UnicodeDecodeError:
+        is_utf8 = False
+    if is_utf8:
+        wrong = declared not in (None, "utf-8", "ascii") and (
+            not body.isascii() or declared.startswith(("utf-16", "utf-32"))
+        )
+        if not wrong:
+            return body, content_type, None
+        actual = "utf-8"
+        note = f"declared {label} but the bytes are UTF-8; read as UTF-8"
+    else:
+        if declared not in (None, "utf-8"):
+            return body, content_type, None  # declared legacy charset, plausibly right
+        from charset_normalizer import from_bytes
+
+        guess = from_bytes(body[:65536]).best()
+        actual = _codec(guess.encoding if guess is not None else None) or "cp1252"
+        note = f"declared {label or 'UTF-8 (by default)'} but the bytes are not UTF-8; read as {actual}"
+    text = body.decode(actual, errors="replace")
+    if prolog:
+        text = re.sub(r"""(encoding\s*=\s*["'])[^"']*""", r"\g<1>utf-8", text, count=1)
+    if header and content_type:
+        content_type = content_type[: header.start()] + "; charset=utf-8" + content_type[header.end() :]
+    return text.encode("utf-8"), content_type, note
+
+
 def parse_feed(body: bytes, url: str, content_type: str | None = None) -> ParsedFeed:
     """Parse RSS or Atom bytes fetched from ``url``. Raises FeedParseError when it is no feed."""
     if not body.strip():
         raise FeedParseError("the response is empty, not a feed", reason="empty")
     reject_entity_declarations(body)
+    body, content_type, encoding_note = _correct_declared_encoding(body, content_type)
     headers = {"content-location": url}
     if content_type:
         headers["content-type"] = content_type
@@ -141,6 +202,8 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
         (feedparser.NonXMLContentType, feedparser.CharacterEncodingOverride),
     ):
         recovered = one_line(str(parsed.get("bozo_exception")), 300)
+    if encoding_note:
+        recovered = f"{encoding_note}; {recovered}" if recovered else encoding_note
 
     feed_meta = parsed.get("feed", {})
     skipped: Counter[str] = Counter()
@@ -157,7 +220,34 @@ def parse_feed(body: bytes, url: str, content_type: str | None = None) -> Parsed
         items=items,
         recovered_error=recovered,
         skipped=skipped,
+        hint_minutes=update_hint_minutes(feed_meta),
     )
+
+
+_SY_PERIOD_MINUTES = {"hourly": 60, "daily": 1440, "weekly": 10080, "monthly": 43200, "yearly": 525600}
+
+
+def update_hint_minutes(feed_meta: Any) -> float | None:
+    """Minutes between updates the feed declares: RSS ``<ttl>`` or the syndication module's
+    ``updatePeriod`` divided by ``updateFrequency``; the longer when both are given. None when
+    absent or nonsense."""
+    hints = []
+    ttl = _positive_number(feed_meta.get("ttl"))
+    if ttl is not None:
+        hints.append(ttl)
+    period = _SY_PERIOD_MINUTES.get(str(feed_meta.get("sy_updateperiod") or "").strip().lower())
+    if period is not None:
+        frequency = _positive_number(feed_meta.get("sy_updatefrequency")) or 1.0
+        hints.append(period / frequency)
+    return max(hints) if hints else None
+
+
+def _positive_number(value: Any) -> float | None:
+    try:
+        number = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
 
 
 def _item_from_entry(entry: Any, feed_url: str, skipped: Counter[str]) -> FeedItem | None:
@@ -221,7 +311,9 @@ def html_to_text(markup: str) -> str:
 
 
 def _tidy(text: str) -> str:
-    lines = (_WHITESPACE.sub(" ", line).strip() for line in text.split("\n"))
+    # Control characters survive lxml's text_content (an ESC in a summary did): drop them here,
+    # where every summary and content passes, not in each caller.
+    lines = (_WHITESPACE.sub(" ", line).strip() for line in scrub(text).split("\n"))
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
 

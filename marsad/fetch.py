@@ -448,6 +448,7 @@ class _Progress:
     final_url: str
     started: float = field(default_factory=time.monotonic)
     http_status: int | None = None
+    conditional: bool = False  # validators sent: only then does a 304 mean "not modified"
 
     def failed(self, reason: str, error: str) -> FetchResult:
         return FetchResult(
@@ -557,6 +558,7 @@ class Fetcher:
             conditional["If-None-Match"] = etag
         if last_modified:
             conditional["If-Modified-Since"] = last_modified
+        progress.conditional = bool(conditional)
         async with self._global_slots:
             try:
                 return await self._follow(self._client, progress, conditional)
@@ -675,8 +677,13 @@ class Fetcher:
         code = response.status_code
         if response.is_success:
             status, reason, error = FetchStatus.OK, None, None
-        elif code == 304:
+        elif code == 304 and progress.conditional:
             status, reason, error = FetchStatus.NOT_MODIFIED, None, None
+        elif code == 304:
+            # Nothing to be "not modified" against: an error, or the caller would keep nothing
+            # and record no reason.
+            status, reason = FetchStatus.HTTP_ERROR, "http_304"
+            error = f"HTTP 304 to a request that was not conditional ({response.url})"
         elif 300 <= code < 400:
             status, reason = FetchStatus.HTTP_ERROR, str(FetchReason.BAD_REDIRECT)
             error = f"HTTP {code} without a usable Location ({response.url})"

@@ -28,7 +28,7 @@ from marsad.db import session_scope
 from marsad.errors import FeedParseError, InputError
 from marsad.extract import ExtractedPage, ExtractorPool, detect_language
 from marsad.feeds import FeedItem, canonical_url, parse_feed
-from marsad.fetch import Fetcher, FetchResult, FetchStatus
+from marsad.fetch import Fetcher, FetchReason, FetchResult, FetchStatus
 from marsad.progress import report_progress
 from marsad.tagging import TagResult, get_tagger
 from marsad.text import one_line, scrub
@@ -45,6 +45,9 @@ MAX_PAGE_ATTEMPTS = 3
 FUTURE_TOLERANCE = timedelta(days=1)
 # Retry-After beyond this is a misconfigured server, not a reason to park a feed for years.
 MAX_RETRY_AFTER = timedelta(days=1)
+# How much earlier than its interval a feed falls due: a run on a fixed schedule polls it a few
+# seconds later each time, and must not skip it for being a few seconds early.
+POLL_SLACK = timedelta(minutes=2)
 # HTTP statuses that mean the page is gone for good: keep the feed's summary, never refetch.
 GONE_STATUSES = {404, 410}
 PERMANENT_REASONS = {"blocked_address", "bad_scheme", "bad_url"}
@@ -145,6 +148,7 @@ class FeedOutcome:
     error: str | None = None
     recovered_error: str | None = None
     skipped: Counter[str] = field(default_factory=Counter)  # items left out, by reason
+    hint_minutes: float | None = None  # the feed's declared update interval, when parsed
 
     @property
     def feed(self) -> store.ClaimedFeed:
@@ -182,6 +186,7 @@ def parse_poll(poll: FeedPoll) -> FeedOutcome:
         body_hash=body_hash,
         recovered_error=parsed.recovered_error,
         skipped=parsed.skipped,
+        hint_minutes=parsed.hint_minutes,
     )
 
 
@@ -240,21 +245,36 @@ def _record_one(
 
     values: dict[str, Any] = {"last_fetched_at": now, "last_status": outcome.status}
     if outcome.status == PollOutcome.FAILED:
+        failures = feed.error_count + 1
         values |= {
             # Counted in SQL: an overlapping `ingest --feed` must not lose an increment.
             "error_count": Feed.error_count + 1,
             "last_error": one_line(outcome.error, 2000),
-            "next_poll_at": next_poll_after_failure(
-                now, feed.error_count + 1, result.retry_after, settings
-            ),
+            "next_poll_at": next_poll_after_failure(now, failures, result.retry_after, settings),
         }
+        if failures >= settings.feed_max_failures:
+            values |= {
+                "active": False,
+                "last_error": one_line(
+                    f"set inactive after {failures} failed polls in a row "
+                    f"(`marsad feeds enable` to retry); last error: {outcome.error}",
+                    2000,
+                ),
+            }
     else:
+        hint = outcome.hint_minutes if outcome.hint_minutes is not None else feed.feed_hint_minutes
+        interval = next_interval(feed.poll_interval_minutes, bool(new_ids), hint, settings)
         values |= {
             "error_count": 0,
             "last_error": None,
             "last_success_at": now,
-            # Due again at once: the schedule sets the pace; only Retry-After holds a feed back.
-            "next_poll_at": not_before(now, result.retry_after),
+            "poll_interval_minutes": interval,
+            "feed_hint_minutes": hint,
+            "next_poll_at": max(
+                # A little early: the next scheduled run a whole interval later must find it due.
+                now + timedelta(minutes=interval) - POLL_SLACK,
+                not_before(now, result.retry_after),
+            ),
             "body_hash": outcome.body_hash,
         }
         if result.status == FetchStatus.OK:
@@ -310,6 +330,7 @@ def _article_rows(
                 "published_at": published,
                 "date_source": source,
                 "discovered_at": now,
+                "story_at": published or now,
                 "extraction_status": ExtractionStatus.PENDING,
                 "fetch_attempts": 0,
             },
@@ -322,6 +343,20 @@ def _feed_date(value: datetime | None, now: datetime) -> tuple[datetime | None, 
     if value is None or value > now + FUTURE_TOLERANCE:
         return None, None
     return value, DateSource.FEED
+
+
+def next_interval(
+    current: float | None, brought_new: bool, hint: float | None, settings: Settings
+) -> float:
+    """Minutes to wait after a successful poll: halved when the feed brought new items, half as
+    long again when it did not, within [poll_min_minutes, poll_max_hours] and never below the
+    feed's own update hint (capped at the maximum)."""
+    low, high = settings.poll_min_minutes, settings.poll_max_hours * 60
+    interval = low if current is None else (current / 2 if brought_new else current * 1.5)
+    interval = min(max(interval, low), high)
+    if hint is not None:
+        interval = max(interval, min(hint, high))
+    return round(interval, 2)
 
 
 def not_before(now: datetime, retry_after: float | None) -> datetime:
@@ -442,6 +477,10 @@ def build_update(
         elif result.reason in PERMANENT_REASONS:
             values |= {"extraction_status": ExtractionStatus.BLOCKED, "extraction_error": result.error}
             failure = f"page:{result.reason}"
+        elif result.reason == FetchReason.TOO_LARGE:
+            # Fetching it again would download the same oversized body (or bomb) again.
+            values |= {"extraction_status": ExtractionStatus.TOO_LARGE, "extraction_error": result.error}
+            failure = f"page:{result.reason}"
         else:
             retry_in = backoff(
                 article.fetch_attempts + 2, settings.backoff_base_minutes, settings.backoff_max_hours
@@ -471,6 +510,7 @@ def build_update(
     )
     values["content_hash"] = content_hash(text) if text else None
     story_time = values.get("published_at", article.published_at) or article.discovered_at
+    values["story_at"] = story_time
     return ArticleUpdate(article.id, values, story_time, failure=failure)
 
 
@@ -521,7 +561,9 @@ def store_articles(
     now = utcnow()
     tagger_version = get_tagger().version
     cluster_settings = ClusterSettings(
-        threshold=settings.cluster_threshold, window=timedelta(days=settings.cluster_window_days)
+        threshold=settings.cluster_threshold,
+        window=timedelta(days=settings.cluster_window_days),
+        containment=settings.cluster_containment,
     )
     with session_scope(engine) as session:
         for item in updates:
@@ -536,6 +578,8 @@ def store_articles(
                 update(Article).where(Article.id == item.article_id).values(**values),
                 execution_options={"synchronize_session": False},
             )
+            if "published_at" in values:  # the page gave the story a date: its tags follow
+                store.refresh_tag_story_times(session, item.article_id, item.story_time)
             if item.tags is not None:
                 store.write_tags(
                     session, item.article_id, item.tags.to_dict()["topics"], tagger_version, now

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select, update
+from sqlalchemy import Engine, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from marsad import store
@@ -65,7 +65,7 @@ def retag_batch(
             .limit(limit)
         )
         if since is not None:
-            query = query.where(func.coalesce(Article.published_at, Article.discovered_at) >= since)
+            query = query.where(Article.story_at >= since)
         for article in session.scalars(query):
             report.last_id = article.id
             report.articles_checked += 1

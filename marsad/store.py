@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -63,6 +63,19 @@ def add_feeds(session: Session, specs: Iterable[FeedSpec]) -> tuple[int, int]:
     return added, len(specs) - added
 
 
+def set_feed_active(session: Session, url: str, *, active: bool) -> None:
+    """Enable a feed (its failure streak forgotten, due at once) or disable it."""
+    values: dict[str, Any] = {"active": active}
+    if active:
+        values |= {"error_count": 0, "next_poll_at": None, "poll_interval_minutes": None}
+    updated = session.execute(
+        update(Feed).where(Feed.url == url).values(**values),
+        execution_options={"synchronize_session": False},
+    ).rowcount
+    if not updated:
+        raise InputError(f"feed not registered: {url}")
+
+
 def has_feeds(session: Session) -> bool:
     return session.scalar(select(Feed.id).limit(1)) is not None
 
@@ -85,6 +98,8 @@ class ClaimedFeed:
     last_modified: str | None
     body_hash: str | None
     error_count: int
+    poll_interval_minutes: float | None = None
+    feed_hint_minutes: float | None = None
 
 
 def claim_feeds(
@@ -118,6 +133,8 @@ def claim_feeds(
             Feed.last_modified,
             Feed.body_hash,
             Feed.error_count,
+            Feed.poll_interval_minutes,
+            Feed.feed_hint_minutes,
         )
     )
     rows = session.execute(statement, execution_options={"synchronize_session": False}).all()
@@ -256,6 +273,16 @@ def write_tags(
     return changes
 
 
+def refresh_tag_story_times(session: Session, article_id: int, story_at: datetime) -> None:
+    """Copy an article's new story time to its tags (article_tags.story_at, read by trends)."""
+    session.execute(
+        update(ArticleTag)
+        .where(ArticleTag.article_id == article_id, ArticleTag.story_at != story_at)
+        .values(story_at=story_at),
+        execution_options={"synchronize_session": False},
+    )
+
+
 def _same_tag(row: ArticleTag, tag: dict[str, Any]) -> bool:
     return math.isclose(row.score, float(tag["score"]), abs_tol=1e-9) and _evidence_key(
         row.evidence
@@ -279,7 +306,7 @@ class ArticleFilter:
 
 def _article_query(filters: ArticleFilter) -> Select[tuple[Article]]:
     # An article's day is its publication date, or the day it was first seen when it has none.
-    effective_date = func.coalesce(Article.published_at, Article.discovered_at)
+    effective_date = Article.story_at
     query = select(Article).options(selectinload(Article.tags))
     if filters.topic:
         query = query.where(

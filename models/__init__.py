@@ -9,6 +9,7 @@ from models.article import (
     StoryBand,
 )
 from models.base import Base, utcnow
+from models.digest import DAILY, UNDELIVERED_STATUSES, Digest, DigestItem, DigestStatus, Subscription
 from models.feed import FetchEvent, Feed
 from models.run import IngestRun, RunStatus
 
@@ -17,12 +18,18 @@ __all__ = [
     "Article",
     "ArticleTag",
     "Base",
+    "DAILY",
     "DateSource",
+    "Digest",
+    "DigestItem",
+    "DigestStatus",
     "ExtractionStatus",
     "FetchEvent",
     "Feed",
     "IngestRun",
     "RunStatus",
     "StoryBand",
+    "Subscription",
+    "UNDELIVERED_STATUSES",
     "utcnow",
 ]

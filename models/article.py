@@ -3,7 +3,20 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    select,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.interfaces import ExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, utcnow
@@ -30,6 +43,12 @@ class DateSource(StrEnum):
     FEED = "feed"
     PAGE = "page"
     FETCHED = "fetched"
+
+
+def _story_at(context: ExecutionContext) -> datetime:
+    """Default of articles.story_at: ``coalesce(published_at, discovered_at)`` of the new row."""
+    values = context.get_current_parameters()
+    return values.get("published_at") or values["discovered_at"]
 
 
 class Article(Base):
@@ -71,17 +90,37 @@ class Article(Base):
     # later articles against it.
     cluster_id: Mapped[int | None] = mapped_column(Integer, index=True)
     minhash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Distinct word shingles in the text: with the signatures' Jaccard estimate it tells how much of
+    # a shorter text a longer one contains. NULL on articles clustered before it was kept.
+    shingle_count: Mapped[int | None] = mapped_column(Integer)
     # The taxonomy version that last tagged this article (its tags keep the version that set them).
     tagged_with: Mapped[str | None] = mapped_column(String(32))
+    # When the story ran: its publication time, else when it was first seen (the day trends, digests
+    # and "articles list" count it on). Written with published_at (marsad.ingest); filled from the
+    # inserted values when not given. A plain column rather than a generated one: SQLite cannot
+    # copy a generated column, so Alembic's batch mode could no longer recreate this table.
+    story_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_story_at, index=True)
 
     tags: Mapped[list[ArticleTag]] = relationship(
         back_populates="article", cascade="all, delete-orphan", order_by="ArticleTag.topic"
     )
 
 
+def _article_story_at(context: ExecutionContext) -> datetime:
+    """The tagged article's story time, read in the same transaction (see ArticleTag.story_at)."""
+    connection: Connection = context.connection
+    article_id = context.get_current_parameters()["article_id"]
+    return connection.execute(select(Article.story_at).where(Article.id == article_id)).scalar_one()
+
+
 class ArticleTag(Base):
     __tablename__ = "article_tags"
-    __table_args__ = (UniqueConstraint("article_id", "topic"),)
+    __table_args__ = (
+        UniqueConstraint("article_id", "topic"),
+        # One topic's counts over a period are a range scan of this index alone (article_id makes
+        # it covering for the breakdowns that join articles).
+        Index("ix_article_tags_topic_story_at", "topic", "story_at", "article_id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     article_id: Mapped[int] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
@@ -91,6 +130,9 @@ class ArticleTag(Base):
     evidence: Mapped[list[dict[str, object]]] = mapped_column(JSONType)
     tagger_version: Mapped[str] = mapped_column(String(32))
     tagged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A copy of articles.story_at so that trends need no join. Filled from the article on insert
+    # when not given; marsad.store.refresh_tag_story_times keeps it in step when a date changes.
+    story_at: Mapped[datetime] = mapped_column(UTCDateTime, default=_article_story_at)
 
     article: Mapped[Article] = relationship(back_populates="tags")
 

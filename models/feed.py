@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, true
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow
@@ -25,6 +25,10 @@ class Feed(Base):
     # backoff and Retry-After push it further.
     next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     error_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Adaptive polling: the wait after a successful poll, shortened when the feed brought new
+    # items and lengthened when it did not; never below what the feed asks (RSS ttl, sy:update*).
+    poll_interval_minutes: Mapped[float | None] = mapped_column(Float)
+    feed_hint_minutes: Mapped[float | None] = mapped_column(Float)
     last_status: Mapped[str | None] = mapped_column(String(32))
     last_error: Mapped[str | None] = mapped_column(Text)
     last_fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

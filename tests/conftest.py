@@ -16,11 +16,15 @@ import pytest
 from sqlalchemy import Engine, text
 
 from loopback import LoopbackServer
+from smtp import SmtpServer
 from marsad.config import reset_settings
 from marsad.db import make_engine, upgrade
 
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect's temporary server gets 20 s to start by default; on a busy two-core machine (xdist
+# workers each starting one) it can need more.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "MARSAD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -43,6 +47,20 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
 @pytest.fixture
 def http_server() -> Iterator[LoopbackServer]:
     with LoopbackServer("127.0.0.1") as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1, configured as Marsad's server."""
+    with SmtpServer() as server:
+        monkeypatch.setenv("MARSAD_SMTP_HOST", "127.0.0.1")
+        monkeypatch.setenv("MARSAD_SMTP_PORT", str(server.port))
+        monkeypatch.setenv("MARSAD_SMTP_SECURITY", "none")
+        monkeypatch.setenv("MARSAD_SMTP_TIMEOUT", "10")
+        monkeypatch.setenv("MARSAD_DIGEST_FROM", "marsad@observatory.test")
+        monkeypatch.setenv("MARSAD_DIGEST_TO", "analyst@newsroom.test")
+        reset_settings()
         yield server
 
 
@@ -134,5 +152,7 @@ def prefect_harness() -> Iterator[None]:
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    # The harness's own 30 s start-up limit is too short when both xdist workers start theirs at
+    # once on a busy two-core machine.
+    with prefect_test_harness(server_startup_timeout=180), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield

@@ -69,8 +69,10 @@ def test_feeds_add_import_and_list(db_url: str, tmp_path: Path) -> None:
     code, out, _ = marsad("feeds", "list", "--format", "json")
     feeds = json.loads(out)
     assert [f["url"] for f in feeds] == ["https://c.example/feed", "https://a.example/rss", "https://b.example/atom"]
+    # The contract's fields, and the adaptive polling state besides.
     assert set(feeds[0]) == {
         "id", "url", "name", "language", "active", "error_count", "last_status", "last_error", "last_fetched_at",
+        "next_poll_at", "poll_interval_minutes",
     }
     assert feeds[1]["language"] == "ar" and feeds[0]["active"] is True
 
@@ -233,6 +235,13 @@ def test_demo_runs_the_pipeline_on_the_sample_web(tmp_path: Path, monkeypatch: p
     assert "page:http_404=1" in first  # the sample web's missing page keeps its feed summary
     assert "(0 ok, 3 unchanged, 0 failed), 0 new articles" in second
     assert "CENTCOM" in out and "regional_cooperation" in out
+    # The digest of what was just stored, in the outbox since no SMTP server is set.
+    from email import message_from_bytes, policy
+
+    digest = message_from_bytes(next(Path("outbox").glob("marsad-digest-*.eml")).read_bytes(), policy=policy.default)
+    assert digest["Subject"].startswith("Marsad digest, ")
+    assert "Also reported by: The Euphrates Post" in digest.get_body(("plain",)).get_content()
+    assert "Digest written to outbox/" in err
 
     from marsad.config import reset_settings
 

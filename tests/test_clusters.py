@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import Engine, select
+import numpy as np
+import pytest
+from sqlalchemy import Engine, select, update
 
-from marsad.clusters import ClusterSettings, assign_cluster, band_hashes, signature, similarity
+from marsad.clusters import (
+    MIN_WORDS,
+    ClusterSettings,
+    assign_cluster,
+    band_hashes,
+    containment,
+    match_rank,
+    shingles_of,
+    signature,
+    similarity,
+)
 from marsad.db import session_scope
 from models import Article, StoryBand
 
@@ -108,3 +120,241 @@ def test_arabic_copies_match_despite_diacritics_and_letter_forms() -> None:
     voweled = story.replace("الدولة", "الدَّوْلَة").replace("أعلنت", "اعلنت").replace("الإسلامية", "الاسلامية")
     voweled = voweled.replace("العراقية", "العراقيـــة")
     assert similarity(signature(story), signature(voweled)) >= 0.8
+
+
+# Containment: shortened copies and extended versions ----------------------------------------------
+
+FUEL_WIRE = (
+    "A drone strike hit a convoy of fuel tankers on the road between Qamishli and Tal Tamr on "
+    "Tuesday evening, killing three drivers and setting at least seven trucks on fire, according to "
+    "local officials and a war monitor. The convoy had left the Rmelan oil fields in the afternoon "
+    "and was heading west when the first vehicle was struck near the village of Abu Rasin, "
+    "witnesses said. Firefighters from Tal Tamr needed more than four hours to bring the blaze under "
+    "control, and the road remained closed overnight while crews towed away the burnt tankers. The "
+    "Kurdish-led administration condemned the strike as an attack on the livelihood of the region "
+    "and said fuel prices in local markets had risen by a fifth by Wednesday morning. No party has "
+    "claimed responsibility. Turkey has carried out repeated drone strikes in northeast Syria "
+    "against targets it links to the Kurdistan Workers' Party, which it considers a terrorist "
+    "organisation, and the Turkish defence ministry did not respond to a request for comment. A "
+    "spokesman for the administration said the convoy carried fuel for bakeries and hospitals in "
+    "Hasakah province and that the drivers were civilians employed by a private transport company. "
+    "Traders in Qamishli said queues had formed at petrol stations within hours of the news, and "
+    "several stations closed early after running out of diesel. The administration said it would "
+    "release part of its strategic reserve to keep bakeries running through the weekend, and asked "
+    "residents not to hoard fuel."
+)
+# Another outlet runs only the opening of the wire story, under its own dateline and sign-off.
+FUEL_SHORTENED = (
+    "HASAKAH (Jazira Today) — " + FUEL_WIRE.split(" No party has claimed")[0]
+    + " Follow Jazira Today for updates on this story."
+)
+# A different story on the same strike: same places and names, the wire's stock sentence on Turkey.
+FUEL_OTHER = (
+    "Families of the three drivers killed in Tuesday's strike near Abu Rasin buried them in Qamishli "
+    "on Wednesday, as hundreds of mourners followed the coffins through the city. Relatives said "
+    "the men had driven the Rmelan route for years. Turkey has carried out repeated drone strikes in "
+    "northeast Syria against targets it links to the Kurdistan Workers' Party, which it considers a "
+    "terrorist organisation. The Kurdish-led administration declared a day of mourning."
+)
+
+HOL_WIRE = (
+    "Iraq brought back 640 of its citizens from the al-Hol camp in northeast Syria on Thursday, the "
+    "largest group returned this year, the ministry of migration said. The families, most of them "
+    "women and children, crossed at the Rabia border post in a convoy of buses escorted by security "
+    "forces and were taken to the Jeddah 1 rehabilitation centre south of Mosul. There they will "
+    "spend several months in psychological and religious programmes before being allowed to go "
+    "home, officials said. Baghdad has repatriated more than 10,000 people from the camp since 2021, "
+    "and the United Nations has urged other governments to follow its example."
+)
+# A local outlet runs the wire copy whole and adds its own reporting from the province.
+HOL_LOCAL = (
+    HOL_WIRE + " In Anbar, where many of the families come from, tribal leaders met on Thursday "
+    "afternoon in Ramadi to discuss how the returnees would be received. Sheikh Khalid al-Dulaimi "
+    "said the tribes would accept women and children who had no part in the group's crimes, but "
+    "that men accused of killing members of the tribes would face the courts first. Local council "
+    "members in Qaim said schools in the district lacked places for the children and asked the "
+    "ministry of education for two prefabricated buildings before the start of the term. A woman in "
+    "Heet whose sister is among the returnees said the family had waited six years for her and "
+    "would travel to Jeddah 1 as soon as visits were allowed."
+)
+
+AR_WIRE = (
+    "قالت مصادر أمنية عراقية إن انفجار عبوة ناسفة استهدف دورية للجيش على الطريق الرابط بين قضاء "
+    "الطارمية وبغداد فجر الأحد أسفر عن مقتل جنديين وإصابة ثلاثة آخرين بجروح، نقلوا إلى مستشفى "
+    "الكاظمية لتلقي العلاج. وأضافت المصادر أن قوة مشتركة من الجيش والحشد الشعبي طوقت المنطقة "
+    "وبدأت عملية تفتيش واسعة في البساتين المحيطة بحثا عن المنفذين، فيما أغلقت الطريق أمام حركة "
+    "المرور لساعات. ويعد قضاء الطارمية شمالي العاصمة من المناطق التي تشهد بين حين وآخر هجمات "
+    "تنسب إلى خلايا تنظيم الدولة الإسلامية التي تستغل طبيعتها الزراعية الكثيفة للاختباء. وقال "
+    "قائد عمليات بغداد في بيان إن القوات الأمنية اعتقلت مشتبها بهما في قرية قريبة من موقع "
+    "الانفجار، وإن التحقيقات جارية لمعرفة الجهة التي تقف وراء الهجوم. وطالب نواب عن المنطقة "
+    "الحكومة بنشر مزيد من كاميرات المراقبة على الطرق الزراعية وتعزيز الجهد الاستخباري، مؤكدين "
+    "أن الأهالي يدفعون ثمن الخروقات المتكررة. ولم يعلن أي تنظيم مسؤوليته عن الهجوم حتى مساء "
+    "الأحد، بينما شيع أهالي الجنديين جثمانيهما في مدينتي الحلة والديوانية. وكانت القوات الأمنية قد "
+    "أعلنت الشهر الماضي تفكيك خلية في المنطقة نفسها كانت تخطط لاستهداف أبراج نقل الطاقة الكهربائية "
+    "في أطراف العاصمة، وضبطت بحوزة أفرادها أسلحة خفيفة وأجهزة اتصال ومبالغ مالية، وأحالتهم إلى "
+    "القضاء بموجب قانون مكافحة الإرهاب."
+)
+AR_SHORTENED = (
+    "بغداد – وكالة الرافدين: " + AR_WIRE.split(" وقال قائد")[0] + " تابعونا لمزيد من التفاصيل."
+)
+AR_OTHER = (
+    "شيع أهالي مدينة الحلة الأحد جثمان أحد الجنديين اللذين قتلا في انفجار عبوة ناسفة على الطريق "
+    "الرابط بين قضاء الطارمية وبغداد، وسط حضور رسمي وعشائري واسع. وقال والد الجندي إن ابنه التحق "
+    "بالجيش قبل أربع سنوات وكان يستعد للزواج الشهر المقبل. ويعد قضاء الطارمية شمالي العاصمة من "
+    "المناطق التي تشهد بين حين وآخر هجمات تنسب إلى خلايا تنظيم الدولة الإسلامية."
+)
+BRIEF = (
+    "Police in Kirkuk arrested two men on Monday who were carrying explosive belts at a checkpoint "
+    "on the road to Hawija, the provincial police command said in a statement. The men had arrived "
+    "in a taxi from the Zab area and tried to run when officers asked for their papers. Both were "
+    "caught within minutes, and a bomb disposal team made the belts safe. The statement said the "
+    "pair planned to attack a market in the city and that a third suspect was being sought."
+)
+# The first sentences of the brief, as a feed summary carries them: a text, but a teaser.
+BRIEF_TEASER = " ".join(BRIEF.split()[:43])
+
+
+def _shares_a_band(a: str, b: str) -> bool:
+    return bool(set(band_hashes(signature(a))) & set(band_hashes(signature(b))))
+
+
+def _rank(a: str, b: str) -> tuple[int, float] | None:
+    sig_a, sig_b = signature(a), signature(b)
+    return match_rank(sig_a, len(shingles_of(a)), sig_b, len(shingles_of(b)), ClusterSettings())
+
+
+def test_containment_from_jaccard_and_sizes() -> None:
+    assert containment(0.5, 100, 200) == pytest.approx(1.0)  # half the length, wholly inside
+    assert containment(0.5, 200, 100) == pytest.approx(1.0)  # symmetric
+    assert containment(0.5, 150, 150) == pytest.approx(2 / 3)  # equal lengths: no containment
+    assert containment(0.0, 50, 500) == 0.0
+
+
+def _signatures_agreeing_in(matches: int) -> tuple[np.ndarray, np.ndarray]:
+    head = np.arange(128, dtype=np.uint32)
+    other = head.copy()
+    other[matches:] += 1000
+    return other, head
+
+
+@pytest.mark.parametrize(
+    ("matches", "count", "head_count", "expected"),
+    [
+        (77, 100, 100, (1, 77 / 128)),  # J 0.60: a Jaccard match, whatever the sizes
+        (59, 100, 220, (0, 1.0)),  # J 0.46, the shorter wholly inside: C 1.01, cut to 1
+        (59, 220, 100, (0, 1.0)),  # the same, from the longer side
+        (40, 100, 150, None),  # J 0.31 but C 0.60: shares too little of the shorter
+        (3, 45, 1500, None),  # C 0.80 from three chance matches: below the J floor
+        (45, 40, 100, (0, pytest.approx(0.910, abs=0.001))),  # J 0.35, C 0.91, MIN_WORDS shingles
+        (45, 39, 100, None),  # the same with one shingle too few
+        (59, 100, None, None),  # head clustered before counts were kept
+    ],
+)
+def test_containment_rule(
+    matches: int, count: int, head_count: int | None, expected: tuple[int, float] | None
+) -> None:
+    sig, head_sig = _signatures_agreeing_in(matches)
+    assert match_rank(sig, count, head_sig, head_count, ClusterSettings()) == expected
+
+
+@pytest.mark.parametrize(
+    ("copy", "story"),
+    [(FUEL_SHORTENED, FUEL_WIRE), (HOL_LOCAL, HOL_WIRE), (AR_SHORTENED, AR_WIRE)],
+    ids=["first-half", "longer-version", "arabic-first-half"],
+)
+def test_copies_below_the_jaccard_threshold_match_by_containment(copy: str, story: str) -> None:
+    assert similarity(signature(copy), signature(story)) < 0.6  # Jaccard alone would miss them
+    rank = _rank(copy, story)
+    assert rank is not None and rank[0] == 0 and rank[1] >= 0.8
+
+
+@pytest.mark.parametrize(
+    ("other", "story"),
+    [
+        (FUEL_OTHER, FUEL_WIRE),
+        (FUEL_OTHER, FUEL_SHORTENED),
+        (AR_OTHER, AR_WIRE),
+        (AR_OTHER, AR_SHORTENED),
+    ],
+)
+def test_other_stories_on_the_same_event_do_not_match_even_when_short(
+    other: str, story: str
+) -> None:
+    # Same strike, same places and names, one sentence word for word; two thirds the length or less.
+    assert len(shingles_of(other)) < len(shingles_of(story)) / 1.5
+    assert _rank(other, story) is None
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "other"),
+    [
+        (FUEL_WIRE, FUEL_SHORTENED, FUEL_OTHER),
+        (HOL_WIRE, HOL_LOCAL, None),
+        (AR_SHORTENED, AR_WIRE, AR_OTHER),
+    ],
+    ids=["republished-first-half", "wire-copy-with-local-paragraphs", "arabic-whole-after-half"],
+)
+def test_shortened_and_extended_copies_join_in_the_database(
+    engine: Engine, first: str, then: str, other: str | None
+) -> None:
+    assert _shares_a_band(first, then)  # a candidate at all; the test is what decides
+    with session_scope(engine) as session:
+        head = _article(session, "https://wire.example/1", first, T0)
+        copy = _article(session, "https://local.example/1", then, T0 + timedelta(hours=4))
+        assert assign_cluster(session, head.id, first, head.published_at) == head.id
+        assert assign_cluster(session, copy.id, then, copy.published_at) == head.id
+        if other is not None:
+            later = _article(session, "https://other.example/1", other, T0 + timedelta(hours=20))
+            assert assign_cluster(session, later.id, other, later.published_at) == later.id
+    with session_scope(engine) as session:
+        counts = {a.id: a.shingle_count for a in session.scalars(select(Article))}
+    assert counts[head.id] == len(shingles_of(first)) and counts[copy.id] == len(shingles_of(then))
+
+
+def test_teasers_are_not_clustered_by_containment(engine: Engine) -> None:
+    """A feed summary holding a brief's first sentences lies wholly inside the brief, but says
+    too little to tell one story from another."""
+    assert len(BRIEF_TEASER.split()) >= MIN_WORDS > len(shingles_of(BRIEF_TEASER))
+    assert _shares_a_band(BRIEF, BRIEF_TEASER)
+    # At the brief's length the teaser's J clears the floor: only its size keeps it out.
+    assert similarity(signature(BRIEF), signature(BRIEF_TEASER)) >= 0.3
+    too_short = " ".join(BRIEF.split()[: MIN_WORDS - 1])
+    with session_scope(engine) as session:
+        brief = _article(session, "https://police.example/1", BRIEF, T0)
+        teaser = _article(session, "https://aggregator.example/1", BRIEF_TEASER, T0)
+        shorter = _article(session, "https://aggregator.example/2", too_short, T0)
+        results = [assign_cluster(session, a.id, a.text, T0) for a in (brief, teaser, shorter)]
+    assert results == [brief.id, teaser.id, shorter.id]
+
+
+def test_articles_without_a_shingle_count_are_compared_by_jaccard_only(engine: Engine) -> None:
+    """Articles clustered before migration 0003 have no count: a half copy cannot join them,
+    a whole copy still does."""
+    whole_copy = "QAMISHLI (Levant Post) — " + FUEL_WIRE
+    with session_scope(engine) as session:
+        head = _article(session, "https://wire.example/1", FUEL_WIRE, T0)
+        assign_cluster(session, head.id, FUEL_WIRE, T0)
+        session.execute(update(Article).where(Article.id == head.id).values(shingle_count=None))
+        half = _article(session, "https://local.example/1", FUEL_SHORTENED, T0)
+        whole = _article(session, "https://post.example/1", whole_copy, T0)
+        assert assign_cluster(session, half.id, FUEL_SHORTENED, T0) == half.id
+        assert assign_cluster(session, whole.id, whole_copy, T0) == head.id
+
+
+def test_a_jaccard_match_outranks_an_older_containment_match(engine: Engine) -> None:
+    """The wire copy lies inside the older extended version (C ~0.97) and nearly equals another
+    outlet's copy (J ~0.9): it joins the copy it equals."""
+    near_copy = "MOSUL (Nineveh Now) — " + HOL_WIRE + " Our reporter was at the Rabia crossing."
+    assert _rank(HOL_WIRE, HOL_LOCAL)[0] == 0 and _rank(HOL_WIRE, near_copy)[0] == 1
+    # Ranked on one score, the older extended version would win.
+    assert _rank(HOL_WIRE, near_copy)[1] < _rank(HOL_WIRE, HOL_LOCAL)[1]
+    with session_scope(engine) as session:
+        # Published six days apart: two clusters, and the wire copy, between them, is within
+        # the window of both.
+        extended = _article(session, "https://anbar.example/1", HOL_LOCAL, T0 - timedelta(days=3))
+        copy = _article(session, "https://nineveh.example/1", near_copy, T0 + timedelta(days=3))
+        wire = _article(session, "https://wire.example/1", HOL_WIRE, T0)
+        results = [
+            assign_cluster(session, a.id, a.text, a.published_at) for a in (extended, copy, wire)
+        ]
+    assert results == [extended.id, copy.id, copy.id]

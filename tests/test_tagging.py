@@ -5,18 +5,22 @@ The article texts below are short, invented news items written for these tests.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import random
 import re
 from pathlib import Path
 
 import pytest
 
+import marsad._match
 from marsad.errors import TaxonomyError
 from marsad.tagging import (
     TOPICS,
     Evidence,
     Tagger,
     TagResult,
+    TopicTag,
     get_tagger,
     normalize_arabic,
 )
@@ -920,3 +924,78 @@ def test_bloc_members_must_be_countries(tmp_path):
     )
     with pytest.raises(TaxonomyError, match="member 'Narnia' is not a country"):
         Tagger.from_path(write(tmp_path, text))
+
+
+# --- the phrase finder --------------------------------------------------------------------------
+
+PHRASES = """\
+version: "t-3"
+contexts:
+  near_isis: {topic_terms: isis, window: 40}
+topics:
+  isis:
+    threshold: 0.3
+    terms: [ISIS, Islamic State, Islamic State group, "terror*", {term: IS, case: sensitive}]
+    support: [cell, sleeper cell, "attack*"]
+  coalition:
+    threshold: 0.3
+    terms: [{term: coalition, needs: near_isis}, US-led coalition, "coalition strike*"]
+  regional_cooperation:
+    threshold: 0.3
+    terms: [security cooperation, joint patrols, joint patrols along the border]
+places:
+  - {name: Syria, terms: [Syria, Syrian]}
+  - {name: Iraq, terms: [Iraq]}
+actors:
+  - {name: SDF, terms: [SDF, Syrian Democratic Forces]}
+"""
+
+WORDS = [
+    "ISIS", "Islamic", "State", "group", "IS", "is", "terror", "terrorists", "cell", "sleeper",
+    "attack", "attacked", "coalition", "US-led", "U.S.-led", "strike", "strikes", "security",
+    "cooperation", "joint", "patrols", "along", "the", "border", "Syria", "Syrian", "Democratic",
+    "Forces", "SDF", "Iraq", "the", "of", "a", "in", "and", "Türkiye", "said",
+]  # fmt: skip
+SEPARATORS = (" ", " ", " ", ", ", ". ", " - ", "'s ", "\n\n", "  ", "-", "’", "\u00ad")
+
+
+def random_texts(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        parts = []
+        for _ in range(rng.randint(1, 60)):
+            word = rng.choice(WORDS)
+            parts.append(word.upper() if rng.random() < 0.05 else word)
+            parts.append(rng.choice(SEPARATORS))
+        texts.append("".join(parts[: -1 if rng.random() < 0.5 else None]))
+    return texts
+
+
+@pytest.mark.parametrize("taxonomy", ["bundled", "phrases"])
+def test_phrase_automaton_finds_what_the_expression_finds(tmp_path, monkeypatch, taxonomy):
+    """The Aho-Corasick automaton only says where the Latin expression would match: phrases
+    after runs of spaces, wildcards, overlaps and phrases ending the text tag alike without it."""
+    pytest.importorskip("ahocorasick")
+    path = None if taxonomy == "bundled" else write(tmp_path, PHRASES)
+    automaton = Tagger.from_path(path)
+    monkeypatch.setattr(marsad._match, "ahocorasick", None)
+    expression = Tagger.from_path(path)
+    assert automaton._lexicon._latin_finder.compiled
+    assert not expression._lexicon._latin_finder.compiled
+    for text in random_texts(7, 300) + [ISIS_ATTACK_TEXT, "U.S.-led coalition", "IS  group"]:
+        title = text[:40]
+        assert automaton.explain(title, text) == expression.explain(title, text), text
+        assert automaton.tag(title, text) == expression.tag(title, text), text
+
+
+def test_results_are_ordinary_frozen_values(tagger):
+    result = tagger.tag(ISIS_ATTACK_TITLE, ISIS_ATTACK_TEXT)
+    tag = result.topics[0]
+    evidence = tag.evidence[0]
+    same = Evidence(evidence.term, evidence.field, evidence.start, evidence.end)
+    assert evidence == same and hash(evidence) == hash(same) and repr(evidence) == repr(same)
+    assert tag == TopicTag(tag.topic, tag.score, tag.evidence)
+    assert result == TagResult(result.topics, result.places, result.actors)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        evidence.start = 0  # type: ignore[misc]
