@@ -10,6 +10,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from marsad import ingest as stages
@@ -80,30 +81,45 @@ def ingest(feed_urls: list[str] | None = None) -> stages.RunSummary:
     """Poll the due feeds (or only ``feed_urls``) and store their new articles, clean and tagged."""
     settings = get_settings()
     run_id = open_run()
+    clock = stages.StageClock()
     outcomes: list[stages.FeedOutcome] = []
     record = stages.RecordReport()
     stored: list[stages.StoreReport] = []
     try:
-        polls = poll_feeds(feed_urls)
-        outcomes = parse_feeds(polls)
-        record = record_feeds(run_id, outcomes)
+        polls = clock.run("poll", poll_feeds, feed_urls)
+        outcomes = clock.run("parse", parse_feeds, polls)
+        record = clock.run("record", record_feeds, run_id, outcomes)
         pool = shared_pool(
             settings.extract_workers, settings.extract_timeout, settings.extract_max_bytes
         )
-        while pending := claim_pages():
-            fetched = fetch_pages(pending)
-            updates = extract_pages(pool, fetched)
-            tagged = tag_articles(updates)
-            stored.append(store_articles(tagged))
+        # A batch extracts in the background while the flow fetches the next one and stores the
+        # one before: the extraction workers, the run's bottleneck, never wait for the rest.
+        extracting = None
+        while pending := clock.run("claim", claim_pages):
+            fetched = clock.run("fetch", fetch_pages, pending)
+            next_batch = extract_pages.submit(pool, fetched)
+            if extracting is not None:
+                stored.append(_tag_and_store(clock, extracting))
+            extracting = next_batch
+        if extracting is not None:
+            stored.append(_tag_and_store(clock, extracting))
     except Exception as exc:
         try:
             _report(stages.finish_run(
-                _engine(), run_id, outcomes, record, stored, status=RunStatus.FAILED, error=str(exc)
+                _engine(), run_id, outcomes, record, stored,
+                status=RunStatus.FAILED, error=str(exc), stage_seconds=clock.seconds,
             ))
         except Exception:  # noqa: BLE001 - the database may be what failed; its error is the one to raise
             get_run_logger().exception("the failed run could not be recorded")
         raise
-    return _report(stages.finish_run(_engine(), run_id, outcomes, record, stored))
+    return _report(
+        stages.finish_run(_engine(), run_id, outcomes, record, stored, stage_seconds=clock.seconds)
+    )
+
+
+def _tag_and_store(clock: stages.StageClock, extracting: PrefectFuture) -> stages.StoreReport:
+    updates = clock.run("wait for extraction", extracting.result)
+    return clock.run("store", store_articles, clock.run("tag", tag_articles, updates))
 
 
 def _report(summary: stages.RunSummary) -> stages.RunSummary:

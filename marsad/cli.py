@@ -56,10 +56,22 @@ class _MarsadGroup(TyperGroup):
         except MarsadError as exc:
             _fail(ctx, str(exc))
         except OperationalError as exc:
-            first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            _fail(ctx, f"database error: {first}")
+            _fail(ctx, _database_error(exc))
         except SQLAlchemyError as exc:
             _fail(ctx, f"database error: {' '.join(str(exc).split())[:300]}")
+
+
+def _database_error(exc: OperationalError) -> str:
+    first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+    if first == "database is locked":
+        from marsad.db import SQLITE_BUSY_TIMEOUT_MS
+
+        return (
+            f"database error: database is locked: another process kept the SQLite database busy "
+            f"for more than {SQLITE_BUSY_TIMEOUT_MS / 1000:g} s (another marsad run, or a tool "
+            "holding a transaction open); try again when it is done"
+        )
+    return f"database error: {first}"
 
 
 def _fail(ctx: click.Context, message: str) -> None:
@@ -386,6 +398,8 @@ def _run_flow(flow: Any, **parameters: Any) -> Any:
             return flow(**parameters)
         except MarsadError:
             raise
+        except OperationalError as exc:
+            raise MarsadError(f"the {flow.name} run failed: {_database_error(exc)}") from exc
         except Exception as exc:  # the run failed, or Prefect itself could not run
             raise MarsadError(
                 f"the {flow.name} run failed: {exc} (PREFECT_LOGGING_LEVEL=DEBUG shows more)"

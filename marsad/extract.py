@@ -136,16 +136,29 @@ _SNIFF_BYTES = 8192
 _MAX_CONTROL_SHARE = 0.02  # text, even mis-decoded, has almost none; binary data ~10%
 
 
-def _declared_charset(head: bytes) -> str | None:
-    match = _XML_ENCODING.match(head) or _META_CHARSET.search(head)
-    if not match:
-        return None
-    label = match.group(1).decode("ascii", "ignore").strip().lower()
+def _charset(label: str) -> str | None:
+    label = label.strip().strip("\"'").lower()
     label = _CHARSET_ALIASES.get(label, label)
     try:
         return codecs.lookup(label).name
     except LookupError:
         return None
+
+
+def _declared_charset(head: bytes) -> str | None:
+    match = _XML_ENCODING.match(head) or _META_CHARSET.search(head)
+    return _charset(match.group(1).decode("ascii", "ignore")) if match else None
+
+
+def header_charset(content_type: str | None) -> str | None:
+    """The charset of an HTTP ``Content-Type`` header, if it names one Python knows."""
+    if not content_type:
+        return None
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value:
+            return _charset(value)
+    return None
 
 
 def _binary(sample: str | bytes) -> bool:
@@ -156,15 +169,18 @@ def _binary(sample: str | bytes) -> bool:
     return bool(sample) and controls > _MAX_CONTROL_SHARE * len(sample)
 
 
-def decode_html(data: bytes | str) -> str:
+def decode_html(data: bytes | str, content_type: str | None = None) -> str:
     """Text of an HTML document, or ``ExtractionError`` when the bytes are not an HTML document.
 
     Compressed bytes (a Content-Encoding nobody undid) and binary files are refused by their magic
-    numbers, other binary data by its share of control characters. Text is decoded as browsers
-    sniff it, minus the HTTP header we do not have here: a byte-order mark; else the charset
-    declared in the first 4 KiB (``<meta charset>``, ``http-equiv``, XML declaration) if the bytes
-    decode with it; else UTF-8 if they decode with it; else charset_normalizer's guess; else the
-    declared charset or windows-1252, with replacement characters.
+    numbers, other binary data by its share of control characters. Text is decoded as a careful
+    browser would, trusting no declaration the bytes contradict: a byte-order mark; else UTF-8 if
+    the bytes are valid UTF-8 (text in a legacy charset with non-ASCII letters almost never is, so
+    a wrong ``charset=iso-8859-1`` on a UTF-8 page does not garble it); else the charset of the
+    HTTP ``content_type`` header, then the one declared in the first 4 KiB (``<meta charset>``,
+    ``http-equiv``, XML declaration), each only if the bytes decode with it; else
+    charset_normalizer's guess; else a declared charset or windows-1252, with replacement
+    characters.
     """
     if isinstance(data, str):
         if _binary(data[:_SNIFF_BYTES]):
@@ -184,8 +200,8 @@ def decode_html(data: bytes | str) -> str:
             return decode_html(data[len(bom) :].decode(encoding, errors="replace"))
     if _binary(data[:_SNIFF_BYTES]):
         raise ExtractionError("not HTML: binary data (control characters)", reason="binary")
-    declared = _declared_charset(data[:4096])
-    for candidate in (declared, "utf-8"):
+    declared = header_charset(content_type) or _declared_charset(data[:4096])
+    for candidate in ("utf-8", header_charset(content_type), _declared_charset(data[:4096])):
         if candidate:
             try:
                 return data.decode(candidate)
@@ -509,10 +525,15 @@ def _clean_meta(value: str | None) -> str | None:
     return value or None
 
 
-def extract_page(html: bytes | str, url: str | None = None) -> ExtractedPage:
-    """Article text and metadata of one page. Never raises: ``status`` and ``error`` say what failed."""
+def extract_page(
+    html: bytes | str, url: str | None = None, content_type: str | None = None
+) -> ExtractedPage:
+    """Article text and metadata of one page. Never raises: ``status`` and ``error`` say what failed.
+
+    ``content_type`` is the page's HTTP header, whose charset helps decode the bytes.
+    """
     try:
-        return _extract(html, url)
+        return _extract(html, url, content_type)
     except ExtractionError as exc:
         return _failure("failed", str(exc))
     except Exception as exc:  # lxml, trafilatura or htmldate failing on hostile input
@@ -520,7 +541,7 @@ def extract_page(html: bytes | str, url: str | None = None) -> ExtractedPage:
         return _failure("failed", f"{type(exc).__name__}: {exc}"[:500], METHOD)
 
 
-def _extract(html: bytes | str, url: str | None) -> ExtractedPage:
+def _extract(html: bytes | str, url: str | None, content_type: str | None) -> ExtractedPage:
     from trafilatura import bare_extraction
     from trafilatura.metadata import extract_metadata
     from trafilatura.settings import Document
@@ -529,7 +550,7 @@ def _extract(html: bytes | str, url: str | None) -> ExtractedPage:
 
     if not html or not html.strip():
         return _failure("empty", "no content")
-    text = decode_html(html)
+    text = decode_html(html, content_type)
     if not text.strip():
         return _failure("empty", "no content")
     tree = load_html(text)
@@ -646,17 +667,21 @@ class ExtractorPool:
             self._pool.join()
             self._pool = None
 
-    def extract_many(self, pages: Sequence[tuple[str | None, bytes]]) -> list[ExtractedPage]:
-        """Extract ``(url, html)`` pages; the results are in the order of ``pages``."""
+    def extract_many(
+        self, pages: Sequence[tuple[str | None, bytes] | tuple[str | None, bytes, str | None]]
+    ) -> list[ExtractedPage]:
+        """Extract ``(url, html[, content_type])`` pages; the results are in the order of ``pages``."""
         from pebble import ProcessExpired
 
         pool = self._start()
         pending: list[Any] = []
-        for url, html in pages:
+        for url, html, *content_type in pages:
             if len(html) > self.max_bytes:
                 pending.append(_failure("too_large", f"{len(html)} bytes > {self.max_bytes}"))
             else:
-                pending.append(pool.schedule(extract_page, args=(html, url), timeout=self.timeout))
+                pending.append(
+                    pool.schedule(extract_page, args=(html, url, *content_type), timeout=self.timeout)
+                )
         results: list[ExtractedPage] = []
         for done, item in enumerate(pending, 1):
             if isinstance(item, ExtractedPage):

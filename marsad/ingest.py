@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,20 @@ PERMANENT_REASONS = {"blocked_address", "bad_scheme", "bad_url"}
 
 
 # Runs ----------------------------------------------------------------------------------------
+
+
+class StageClock:
+    """Wall seconds per stage, summed over a run's batches: where the run's time went."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, stage: str, work: Callable[..., T], *args: Any) -> T:
+        started = time.perf_counter()
+        try:
+            return work(*args)
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
 
 
 def open_run(engine: Engine, flow_run_id: str | None = None) -> int:
@@ -431,7 +446,9 @@ def extract_pages(
 ) -> list[ArticleUpdate]:
     """Extract every fetched page in the process pool, and decide what each article keeps."""
     with_body = [item for item in fetched if item.result.ok]
-    pages = pool.extract_many([(item.result.final_url, item.result.body) for item in with_body])
+    pages = pool.extract_many(
+        [(item.result.final_url, item.result.body, item.result.content_type) for item in with_body]
+    )
     by_id = {item.article.id: page for item, page in zip(with_body, pages, strict=True)}
     now = utcnow()
     return [
@@ -610,6 +627,7 @@ class RunSummary:
     failed_feeds: list[tuple[str, str]]  # (url, error)
     duration_s: float
     error: str | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def as_markdown(self) -> str:
         lines = [
@@ -629,6 +647,9 @@ class RunSummary:
         if self.failed_feeds:
             lines += ["", "| failed feed | error |", "|---|---|"]
             lines += [f"| {_md(url)} | {_md(error)} |" for url, error in self.failed_feeds]
+        if self.stage_seconds:
+            lines += ["", "| stage | seconds |", "|---|---:|"]
+            lines += [f"| {stage} | {seconds:.2f} |" for stage, seconds in self.stage_seconds.items()]
         return "\n".join(lines)
 
     def as_log_line(self) -> str:
@@ -654,6 +675,7 @@ def finish_run(
     *,
     status: RunStatus = RunStatus.COMPLETED,
     error: str | None = None,
+    stage_seconds: dict[str, float] | None = None,
 ) -> RunSummary:
     failures = Counter(record.failures)
     for report in stored:
@@ -674,6 +696,7 @@ def finish_run(
         run.articles_stored = articles_stored
         run.failures = dict(failures) or None
         run.error = one_line(error, 2000)
+        run.stage_seconds = stage_seconds
         started = run.started_at
     return RunSummary(
         run_id=run_id,
@@ -692,4 +715,5 @@ def finish_run(
         ],
         duration_s=(now - started).total_seconds(),
         error=one_line(error, 500),
+        stage_seconds=dict(stage_seconds or {}),
     )

@@ -27,6 +27,7 @@ class ExtractionStatus(StrEnum):
     PENDING = "pending"  # known from its feed; page not fetched yet
     OK = "ok"
     TOO_SHORT = "too_short"  # page gave too little text: feed summary kept
+    EMPTY = "empty"  # page had no article text at all: feed summary kept
     FAILED = "failed"  # extractor could not read the page: feed summary kept
     TIMEOUT = "timeout"
     TOO_LARGE = "too_large"

@@ -32,4 +32,6 @@ class IngestRun(Base):
     articles_stored: Mapped[int] = mapped_column(Integer, default=0)
     # {reason: count} over feeds, items and pages.
     failures: Mapped[dict[str, int] | None] = mapped_column(JSONType)
+    # {stage: wall seconds} summed over batches (poll, parse, record, claim, fetch, extract, ...).
+    stage_seconds: Mapped[dict[str, float] | None] = mapped_column(JSONType)
     error: Mapped[str | None] = mapped_column(Text)

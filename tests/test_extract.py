@@ -25,6 +25,7 @@ from marsad.extract import (
     decode_html,
     detect_language,
     extract_page,
+    header_charset,
 )
 
 DATA = Path(__file__).parent / "data" / "extract"
@@ -354,3 +355,17 @@ def test_pool_defaults_to_one_worker_per_core() -> None:
     import os
 
     assert ExtractorPool().workers == os.cpu_count()
+
+
+def test_the_http_header_charset_decodes_a_page_that_declares_none() -> None:
+    html = (
+        "<html><body><p>قال المتحدث إن الدوريات المشتركة مستمرة على طول الحدود.</p></body></html>"
+    ).encode("cp1256")
+    assert "قال المتحدث" in decode_html(html, "text/html; charset=windows-1256")
+    assert header_charset('text/html; Charset="ISO-8859-1"') == "cp1252"  # as browsers read it
+    assert header_charset("text/html; charset=no-such-charset") is None
+
+
+def test_utf8_bytes_win_over_a_wrong_header_charset() -> None:
+    html = "<html><body><p>دوريات مشتركة على الحدود</p></body></html>".encode()
+    assert "دوريات مشتركة" in decode_html(html, "text/html; charset=iso-8859-1")

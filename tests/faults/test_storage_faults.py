@@ -31,6 +31,7 @@ from test_digest import NOW, digest_rows, run_digest
 from webdata import ENGLISH_PARAGRAPHS, Item, article_page, rss
 
 from marsad import db as marsad_db
+from marsad import delivery
 from marsad import ingest as stages
 from marsad.config import get_settings, reset_settings
 from marsad.db import make_engine, session_scope
@@ -268,7 +269,11 @@ def test_sqlite_writer_waits_for_a_short_lock_and_reports_a_long_one_in_one_line
         holder.rollback()
         holder.close()
     assert refused.exit_code == 1
-    assert refused.stderr.strip() == "marsad: error: database error: database is locked"
+    assert refused.stderr.strip() == (
+        "marsad: error: database error: database is locked: another process kept the SQLite "
+        "database busy for more than 1.5 s (another marsad run, or a tool holding a transaction "
+        "open); try again when it is done"
+    )
     assert "Traceback" not in refused.output
     assert 1.4 <= elapsed < 10
     with session_scope(make_engine(db_url)) as session:
@@ -392,5 +397,45 @@ def test_a_digest_flow_that_failed_half_way_rerun_the_same_day_sends_each_digest
     partial.unlink()
     again = digest(day=today)
     assert again.prepared == 0  # the same day's digests, not new ones
+    assert sorted(m["To"] for m in smtp_server.sink.messages()) == ["analyst@newsroom.test", "desk@newsroom.test"]
+    assert [r.status for r in digest_rows(engine)] == [DigestStatus.SENT, DigestStatus.SENT]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_prefect_retrying_the_whole_digest_flow_sends_each_digest_once(
+    engine: Engine, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk is full for the second recipient's outbox copy through the task's own retry, so the
+    flow fails and Prefect retries it whole; the space is freed before that retry."""
+    from flows.digest import digest
+
+    with session_scope(engine) as session:
+        feed = add_feed(session, "Levant Monitor", "https://levant-monitor.example/feed")
+        add_article(session, feed, HAMRIN_RAID, fetched=datetime.now(timezone.utc) - timedelta(minutes=30))
+    monkeypatch.setenv("MARSAD_DIGEST_TO", "analyst@newsroom.test,desk@newsroom.test")
+    reset_settings()
+    outbox = Path("outbox")
+    outbox.mkdir()
+    today = datetime.now(get_settings().tz).date()
+    partial = outbox / f".marsad-digest-{today}-desk@newsroom.test.eml.partial"
+    partial.symlink_to("/dev/full")
+    disk_full: list[OutboxError] = []
+    write_outbox = delivery.write_outbox
+
+    def write_then_free_space_after_two_failures(*args: object, **kwargs: object) -> object:
+        try:
+            return write_outbox(*args, **kwargs)  # type: ignore[arg-type]
+        except OutboxError as exc:
+            disk_full.append(exc)
+            if len(disk_full) == 2:  # the task's retry failed too: the flow fails
+                partial.unlink()
+            raise
+
+    monkeypatch.setattr(delivery, "write_outbox", write_then_free_space_after_two_failures)
+    summary = digest.with_options(retries=1, retry_delay_seconds=0)(day=today)
+
+    assert len(disk_full) == 2 and "No space left on device" in str(disk_full[0])
+    assert summary.prepared == 0  # the retried run found the day's digests, it made none
     assert sorted(m["To"] for m in smtp_server.sink.messages()) == ["analyst@newsroom.test", "desk@newsroom.test"]
     assert [r.status for r in digest_rows(engine)] == [DigestStatus.SENT, DigestStatus.SENT]
