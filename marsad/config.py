@@ -60,8 +60,11 @@ class Settings(BaseSettings):
     fetch_per_host: int = 2
     fetch_concurrency: int = 16
 
-    # Extraction: worker processes (0 = one per core), per-page limits.
+    # Extraction: worker processes (0 = one per core), per-page limits. Pages go through the
+    # pipeline in batches of page_batch: larger batches mean fewer Prefect task runs, smaller ones
+    # less work redone after a crash and less memory (a batch's page bytes are held at once).
     extract_workers: int = 0
+    page_batch: int = Field(default=200, ge=1, le=5000)
     extract_timeout: float = 20.0
     extract_max_bytes: int = 5 * 1024 * 1024
 

@@ -561,6 +561,7 @@ def _extract(html: bytes | str, url: str | None, content_type: str | None) -> Ex
         tree,
         url=url,
         favor_precision=True,
+        fast=True,
         include_comments=False,
         include_tables=True,
         with_metadata=True,

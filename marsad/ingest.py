@@ -40,7 +40,6 @@ R = TypeVar("R")
 
 # A claimed feed is left to its run for this long; a run that dies frees it when it expires.
 FEED_LEASE = timedelta(hours=1)
-PAGE_BATCH = 200
 MAX_PAGE_ATTEMPTS = 3
 # A date this far ahead of the fetch is a publisher's mistake, not a scheduled story.
 FUTURE_TOLERANCE = timedelta(days=1)
@@ -399,13 +398,17 @@ def backoff(failures: int, base_minutes: int, max_hours: int) -> timedelta:
 # Pages ---------------------------------------------------------------------------------------
 
 
-def page_lease(settings: Settings, batch: int = PAGE_BATCH) -> timedelta:
+def page_lease(settings: Settings, batch: int) -> timedelta:
     """Long enough for the slowest batch: every page from one host, per-host limit, deadline."""
     slowest = math.ceil(batch / max(settings.fetch_per_host, 1)) * settings.fetch_deadline
     return max(timedelta(minutes=10), timedelta(seconds=slowest) * 1.5)
 
 
-def claim_pages(engine: Engine, settings: Settings, limit: int = PAGE_BATCH) -> list[store.PendingArticle]:
+def claim_pages(
+    engine: Engine, settings: Settings, limit: int | None = None
+) -> list[store.PendingArticle]:
+    """Claim the next batch of pages to fetch: ``limit``, or ``settings.page_batch``, at most."""
+    limit = limit or settings.page_batch
     now = utcnow()
     with session_scope(engine) as session:
         return store.claim_pages(

@@ -46,6 +46,9 @@ class _Route:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops the SYNs of a burst of concurrent connections, and
+    # each dropped one stalls its client a whole second before the kernel retries it.
+    request_queue_size = 128
     app: LoopbackServer
 
     def handle_error(self, request: object, client_address: object) -> None:

@@ -2,8 +2,8 @@
 fails with a clear error, what it committed stays, and the next run stores exactly the rest.
 
 The ingests here run the stages of flows/ingest.py in the same order without Prefect (as
-test_digest.run_digest does for the digest), with a page batch of 2 instead of PAGE_BATCH (200, a
-constant, not a setting), so that a run has several batches to be interrupted between. Where a
+test_digest.run_digest does for the digest), with a page batch of 2 instead of MARSAD_PAGE_BATCH's
+default of 200, so that a run has several batches to be interrupted between. Where a
 real process kill is the point, the ingest runs in a subprocess of its own.
 """
 
