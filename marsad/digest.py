@@ -79,6 +79,7 @@ class Story:
     terms: tuple[str, ...]
     places: tuple[str, ...]
     also_reported_by: tuple[str, ...]
+    source_label: str | None = None  # "state media", "official"...: how to weigh the source
 
     @property
     def plain_snippet(self) -> str:
@@ -179,11 +180,16 @@ class DigestView:
 # --- reading the database -----------------------------------------------------------------------
 
 
+# Independent outlets, the common case, carry no label.
+SOURCE_LABELS = {"state": "state media", "official": "official", "wire": "wire", "research": "research"}
+
+
 @dataclass
 class _Candidate:
     article: Article
     source: str
     scores: dict[str, float] = field(default_factory=dict)
+    source_label: str | None = None
 
 
 def build_view(
@@ -203,7 +209,13 @@ def build_view(
     """What arrived in ``[period_start, period_end)`` (with a short look-back) carrying one of
     ``topics`` and not carried by an earlier digest of ``recipient``, as a digest view."""
     topics = tuple(t for t in TOPICS if t in topics)
-    sources = {fid: name or url for fid, name, url in session.execute(select(Feed.id, Feed.name, Feed.url))}
+    sources, labels = {}, {}
+    for feed_id, name, url, source_type in session.execute(
+        select(Feed.id, Feed.name, Feed.url, Feed.source_type)
+    ):
+        sources[feed_id] = name or url
+        if source_type in SOURCE_LABELS:
+            labels[feed_id] = SOURCE_LABELS[source_type]
     carried = (
         select(DigestItem.article_id)
         .join(Digest, Digest.id == DigestItem.digest_id)
@@ -224,7 +236,7 @@ def build_view(
 
     clusters: dict[int, list[_Candidate]] = defaultdict(list)
     for article in articles:
-        candidate = _Candidate(article, _source(article, sources))
+        candidate = _Candidate(article, _source(article, sources), source_label=labels.get(article.feed_id))
         candidate.scores = {t.topic: t.score for t in article.tags if t.topic in topics}
         clusters[article.cluster_id or article.id].append(candidate)
 
@@ -355,6 +367,7 @@ def _story(
         terms=terms,
         places=tuple(article.places or ())[:6],
         also_reported_by=also,
+        source_label=lead.source_label,
     )
 
 

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 from xml.parsers import expat
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -350,71 +351,152 @@ def validate_feed_url(url: str) -> str:
     return url
 
 
+SOURCE_TYPES = ("independent", "state", "wire", "official", "research")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
 @dataclass(frozen=True)
 class FeedSpec:
     url: str
     name: str | None = None
     language: str | None = None
+    country: str | None = None  # ISO 3166-1 alpha-2, or UN/EU for international bodies
+    source_type: str | None = None  # one of SOURCE_TYPES
+    homepage: str | None = None
 
 
 def load_feed_list(path: Path) -> list[FeedSpec]:
-    """Read an OPML file or a YAML list of feeds (``feeds: [{url, name, language}]``)."""
+    """Read an OPML file or a YAML list of feeds (``feeds: [{url, name, language, country, type,
+    homepage}]``)."""
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
     head = raw.lstrip()[:200].lower()
     if path.suffix.lower() in (".opml", ".xml") or head.startswith(b"<"):
-        return _load_opml(raw, path)
-    return _load_yaml(raw, path)
+        return _load_opml(raw, str(path))
+    return _load_yaml(raw, str(path))
 
 
-def _load_opml(raw: bytes, path: Path) -> list[FeedSpec]:
+def starter_feed_list() -> list[FeedSpec]:
+    """The curated starter sources shipped in ``marsad/sources/starter.yaml``."""
+    from importlib.resources import files
+
+    resource = files("marsad") / "sources" / "starter.yaml"
+    return _load_yaml(resource.read_bytes(), "the starter list (marsad/sources/starter.yaml)")
+
+
+def _load_opml(raw: bytes, where: str) -> list[FeedSpec]:
+    try:
+        reject_entity_declarations(raw)
+    except FeedParseError as exc:
+        raise InputError(f"{where}: XML entity declarations or an internal DTD; refused") from exc
     parser = lxml.etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
     try:
         root = lxml.etree.fromstring(raw, parser=parser)
     except lxml.etree.XMLSyntaxError as exc:
-        raise InputError(f"{path}: not valid OPML: {exc}") from exc
+        raise InputError(f"{where}: not valid OPML: {exc}") from exc
     specs = []
     for outline in root.iter("outline"):
         url = outline.get("xmlUrl") or outline.get("xmlurl")
         if not url:
             continue
+        place = f"{where}: outline {outline.get('text') or url!r}"
         specs.append(
-            FeedSpec(
-                url=_checked(url, f"{path}: outline {outline.get('text') or url!r}"),
-                name=outline.get("title") or outline.get("text"),
-                language=_checked_language(outline.get("language"), f"{path}: outline {url!r}"),
+            _spec(
+                place,
+                url=url,
+                # An unnamed feed is written with its URL as the required `text`.
+                name=outline.get("title") or (outline.get("text") if outline.get("text") != url else None),
+                language=outline.get("language"),
+                country=outline.get("country"),
+                source_type=outline.get("sourceType"),
+                homepage=outline.get("htmlUrl"),
             )
         )
     return specs
 
 
-def _load_yaml(raw: bytes, path: Path) -> list[FeedSpec]:
+def _load_yaml(raw: bytes, where: str) -> list[FeedSpec]:
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {one_line(str(exc), 300)}") from exc
+        raise InputError(f"{where}: not valid YAML: {one_line(str(exc), 300)}") from exc
     entries = data.get("feeds") if isinstance(data, dict) else data
     if not isinstance(entries, list):
-        raise InputError(f"{path}: expected a list of feeds or a mapping with 'feeds:'")
+        raise InputError(f"{where}: expected a list of feeds or a mapping with 'feeds:'")
     specs = []
     for index, entry in enumerate(entries):
-        where = f"{path}: feeds[{index}]"
+        place = f"{where}: feeds[{index}]"
         if isinstance(entry, str):
             entry = {"url": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
-            raise InputError(f"{where}: each feed needs a 'url'")
+            raise InputError(f"{place}: each feed needs a 'url'")
         specs.append(
-            FeedSpec(
-                url=_checked(entry["url"], where),
-                name=_optional_str(entry.get("name"), f"{where}.name"),
-                language=_checked_language(
-                    _optional_str(entry.get("language"), f"{where}.language"), where
-                ),
+            _spec(
+                place,
+                **{
+                    key: _optional_str(entry.get(field), f"{place}.{field}")
+                    for key, field in (
+                        ("url", "url"), ("name", "name"), ("language", "language"),
+                        ("country", "country"), ("source_type", "type"), ("homepage", "homepage"),
+                    )
+                },
             )
         )
     return specs
+
+
+def _spec(place: str, *, url: str | None, **fields: str | None) -> FeedSpec:
+    """A checked FeedSpec; a bad field raises InputError naming ``place``."""
+    country, source_type, homepage = fields["country"], fields["source_type"], fields["homepage"]
+    if country is not None and not _COUNTRY.match(country.strip().upper()):
+        raise InputError(f"{place}: country {country[:20]!r} is not a two-letter code (e.g. SY, IQ)")
+    if source_type is not None and source_type.strip().lower() not in SOURCE_TYPES:
+        raise InputError(
+            f"{place}: type {source_type[:30]!r} is not one of {', '.join(SOURCE_TYPES)}"
+        )
+    return FeedSpec(
+        url=_checked(url or "", place),
+        name=fields["name"],
+        language=_checked_language(fields["language"], place),
+        country=country.strip().upper() if country else None,
+        source_type=source_type.strip().lower() if source_type else None,
+        homepage=_checked(homepage, f"{place} homepage") if homepage else None,
+    )
+
+
+def dump_feed_list(feeds: Sequence[Any], format: str) -> str:
+    """Feeds (rows with url, name, language, country, source_type, homepage) as YAML or OPML that
+    ``load_feed_list`` reads back to the same feeds."""
+    if format == "yaml":
+        entries = []
+        for feed in feeds:
+            entry = {"url": feed.url}
+            for key, value in (("name", feed.name), ("language", feed.language),
+                               ("country", feed.country), ("type", feed.source_type),
+                               ("homepage", feed.homepage)):
+                if value:
+                    entry[key] = value
+            entries.append(entry)
+        return yaml.safe_dump({"feeds": entries}, allow_unicode=True, sort_keys=False)
+    if format == "opml":
+        root = lxml.etree.Element("opml", version="2.0")
+        head = lxml.etree.SubElement(root, "head")
+        lxml.etree.SubElement(head, "title").text = "Marsad feeds"
+        body = lxml.etree.SubElement(root, "body")
+        for feed in feeds:
+            attributes = {"type": "rss", "text": feed.name or feed.url, "xmlUrl": feed.url}
+            for key, value in (("title", feed.name), ("language", feed.language),
+                               ("country", feed.country), ("sourceType", feed.source_type),
+                               ("htmlUrl", feed.homepage)):
+                if value:
+                    attributes[key] = value
+            lxml.etree.SubElement(body, "outline", attributes)
+        return lxml.etree.tostring(
+            root, pretty_print=True, xml_declaration=True, encoding="UTF-8"
+        ).decode("utf-8")
+    raise InputError(f"unknown format {format!r}: use opml or yaml")
 
 
 def _checked(url: str, where: str) -> str:

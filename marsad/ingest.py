@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -28,7 +28,7 @@ from marsad.config import Settings
 from marsad.db import session_scope
 from marsad.errors import FeedParseError, InputError
 from marsad.extract import ExtractedPage, ExtractorPool, detect_language
-from marsad.feeds import FeedItem, canonical_url, parse_feed
+from marsad.feeds import FeedItem, ParsedFeed, canonical_url, parse_feed
 from marsad.fetch import Fetcher, FetchReason, FetchResult, FetchStatus
 from marsad.progress import report_progress
 from marsad.tagging import TagResult, get_tagger
@@ -138,6 +138,56 @@ def _fetch_concurrently(
             return await asyncio.gather(*(one(item) for item in items))
 
     return asyncio.run(run())
+
+
+@dataclass
+class FeedCheck:
+    """One feed fetched and parsed now, outside any run: what ``marsad feeds check`` shows."""
+
+    url: str
+    result: FetchResult
+    parsed: ParsedFeed | None = None
+    error: str | None = None
+
+    @property
+    def title(self) -> str | None:
+        return self.parsed.title if self.parsed else None
+
+    def newest(self, limit: int) -> list[FeedItem]:
+        items = self.parsed.items if self.parsed else []
+        oldest = datetime.min.replace(tzinfo=UTC)
+        return sorted(items, key=lambda item: item.published_at or oldest, reverse=True)[:limit]
+
+    def describe(self) -> str:
+        parsed = self.parsed
+        assert parsed is not None
+        notes = [f"HTTP {self.result.http_status}", f"{len(self.result.body):,} bytes",
+                 f"{len(parsed.items)} items", f"{self.result.elapsed:.2f} s"]
+        if parsed.language:
+            notes.append(f"language {parsed.language}")
+        if parsed.recovered_error:
+            notes.append(f"malformed XML, recovered: {parsed.recovered_error}")
+        if parsed.skipped:
+            notes.append("items skipped: " + ", ".join(f"{k}={v}" for k, v in sorted(parsed.skipped.items())))
+        if self.result.final_url != self.url:
+            notes.append(f"redirected to {self.result.final_url}")
+        return f"{parsed.title or self.url}: " + "; ".join(notes)
+
+
+def check_feed(settings: Settings, url: str) -> FeedCheck:
+    """Fetch and parse ``url`` with the ingest's fetcher and parser; records nothing."""
+
+    async def fetch(fetcher: Fetcher, feed_url: str) -> FetchResult:
+        return await fetcher.fetch(feed_url)
+
+    (result,) = _fetch_concurrently(settings, "check feed", [url], fetch)
+    if not result.ok:
+        return FeedCheck(url, result, error=result.error or result.reason or "fetch failed")
+    try:
+        parsed = parse_feed(result.body, result.final_url, result.content_type)
+    except FeedParseError as exc:
+        return FeedCheck(url, result, error=str(exc))
+    return FeedCheck(url, result, parsed)
 
 
 # Parse ---------------------------------------------------------------------------------------

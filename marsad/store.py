@@ -43,24 +43,46 @@ def insert_ignoring_conflicts(session: Session, table: Any) -> Any:
 # Feeds ---------------------------------------------------------------------------------------
 
 
+_SOURCE_FIELDS = ("country", "source_type", "homepage")
+
+
 def add_feeds(session: Session, specs: Iterable[FeedSpec]) -> tuple[int, int]:
-    """Record feeds; existing URLs are left as they are. Returns (added, already_known)."""
-    specs = list(specs)
-    if not specs:
+    """Record feeds; returns (added, already_known).
+
+    A known feed keeps its name, language and state; only the outlet details it lacks (country,
+    type, homepage) are filled in from ``specs``, so importing a list twice changes nothing.
+    """
+    unique = list({spec.url: spec for spec in specs}.values())
+    if not unique:
         return 0, 0
     rows = [
         {
             "url": spec.url,
             "name": one_line(spec.name, 300),
             "language": one_line(spec.language, 16),
+            "country": spec.country,
+            "source_type": spec.source_type,
+            "homepage": spec.homepage,
         }
-        for spec in {spec.url: spec for spec in specs}.values()
+        for spec in unique
     ]
     result = session.execute(
-        insert_ignoring_conflicts(session, Feed).returning(Feed.id), rows
+        insert_ignoring_conflicts(session, Feed).returning(Feed.url), rows
     )
-    added = len(result.all())
-    return added, len(specs) - added
+    added = set(result.scalars().all())
+    for spec in unique:
+        if spec.url in added:
+            continue
+        for field in _SOURCE_FIELDS:
+            if getattr(spec, field) is not None:
+                column = getattr(Feed, field)
+                session.execute(
+                    update(Feed)
+                    .where(Feed.url == spec.url, column.is_(None))
+                    .values({column: getattr(spec, field)}),
+                    execution_options={"synchronize_session": False},
+                )
+    return len(added), len(unique) - len(added)
 
 
 def set_feed_active(session: Session, url: str, *, active: bool) -> None:
@@ -302,6 +324,7 @@ class ArticleFilter:
     since: datetime | None = None
     until: datetime | None = None
     limit: int | None = None
+    source_type: str | None = None
 
 
 def _article_query(filters: ArticleFilter) -> Select[tuple[Article]]:
@@ -311,6 +334,10 @@ def _article_query(filters: ArticleFilter) -> Select[tuple[Article]]:
     if filters.topic:
         query = query.where(
             Article.id.in_(select(ArticleTag.article_id).where(ArticleTag.topic == filters.topic))
+        )
+    if filters.source_type:
+        query = query.where(
+            Article.feed_id.in_(select(Feed.id).where(Feed.source_type == filters.source_type))
         )
     if filters.since:
         query = query.where(effective_date >= filters.since)
@@ -344,6 +371,11 @@ def feed_names(session: Session) -> dict[int, str]:
         feed_id: (name or url)
         for feed_id, name, url in session.execute(select(Feed.id, Feed.name, Feed.url))
     }
+
+
+def feed_types(session: Session) -> dict[int, str]:
+    rows = session.execute(select(Feed.id, Feed.source_type).where(Feed.source_type.is_not(None)))
+    return {feed_id: source_type for feed_id, source_type in rows}
 
 
 def feeds_recorded_in_run(session: Session, run_id: int) -> set[int]:

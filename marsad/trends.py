@@ -39,7 +39,7 @@ from models.types import UTCDateTime
 
 Granularity = Literal["day", "week", "month"]
 GRANULARITIES: tuple[str, ...] = ("day", "week", "month")
-BREAKDOWNS: tuple[str, ...] = ("source", "language", "place")
+BREAKDOWNS: tuple[str, ...] = ("source", "source_type", "language", "place")
 # Periods of history a spike is measured against, by granularity: four weeks of days, a quarter
 # of weeks, a year of months.
 DEFAULT_WINDOW = {"day": 28, "week": 13, "month": 12}
@@ -148,7 +148,8 @@ def trends(
     then topic (the taxonomy's order).
 
     ``breakdown`` adds a key to each row and counts per topic and key: ``source`` (the feed's
-    name, else the page's site name, else the feed's URL), ``language`` or ``place`` (an article
+    name, else the page's site name, else the feed's URL), ``source_type`` (the feed's outlet
+    type, None when unknown), ``language`` or ``place`` (an article
     counts once for each place it names). Zero rows are listed for every (topic, key) pair that
     has an article in the range; keys are ordered by name, unknown (None) last.
     """
@@ -248,6 +249,9 @@ def _count_by(
     counted: Any = func.count()
     if breakdown == "source":
         key: Any = source_expression()
+        query = query.outerjoin(Feed, Feed.id == Article.feed_id)
+    elif breakdown == "source_type":
+        key = Feed.source_type  # NULL: a feed without one, or a backfilled article
         query = query.outerjoin(Feed, Feed.id == Article.feed_id)
     elif breakdown == "language":
         key = Article.language

@@ -10,7 +10,7 @@ from models.article import (
 )
 from models.base import Base, utcnow
 from models.digest import DAILY, UNDELIVERED_STATUSES, Digest, DigestItem, DigestStatus, Subscription
-from models.feed import FetchEvent, Feed
+from models.feed import Feed, FetchEvent, SourceType
 from models.run import IngestRun, RunStatus
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "ExtractionStatus",
     "FetchEvent",
     "Feed",
+    "SourceType",
     "IngestRun",
     "RunStatus",
     "StoryBand",

@@ -1,12 +1,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow
 from models.types import JSONType, UTCDateTime
+
+
+class SourceType(StrEnum):
+    INDEPENDENT = "independent"
+    STATE = "state"
+    WIRE = "wire"
+    OFFICIAL = "official"
+    RESEARCH = "research"
 
 
 class Feed(Base):
@@ -16,6 +25,11 @@ class Feed(Base):
     url: Mapped[str] = mapped_column(String(2048), unique=True)
     name: Mapped[str | None] = mapped_column(String(300))
     language: Mapped[str | None] = mapped_column(String(16))
+    # The outlet behind the feed: where it is based, what kind of source it is (SOURCE_TYPES),
+    # its front page. Analysts weigh a state agency's report differently from a wire's.
+    country: Mapped[str | None] = mapped_column(String(8))
+    source_type: Mapped[str | None] = mapped_column(String(16), index=True)
+    homepage: Mapped[str | None] = mapped_column(String(2048))
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # HTTP validators and a hash of the last body: an unchanged feed costs no parsing and no writes.
     etag: Mapped[str | None] = mapped_column(String(512))

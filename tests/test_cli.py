@@ -69,10 +69,10 @@ def test_feeds_add_import_and_list(db_url: str, tmp_path: Path) -> None:
     code, out, _ = marsad("feeds", "list", "--format", "json")
     feeds = json.loads(out)
     assert [f["url"] for f in feeds] == ["https://c.example/feed", "https://a.example/rss", "https://b.example/atom"]
-    # The contract's fields, and the adaptive polling state besides.
+    # The contract's fields, and the adaptive polling state and outlet details besides.
     assert set(feeds[0]) == {
         "id", "url", "name", "language", "active", "error_count", "last_status", "last_error", "last_fetched_at",
-        "next_poll_at", "poll_interval_minutes",
+        "next_poll_at", "poll_interval_minutes", "country", "type", "homepage",
     }
     assert feeds[1]["language"] == "ar" and feeds[0]["active"] is True
 
@@ -100,7 +100,9 @@ def test_ingest_then_read_articles(db_url: str, http_server: LoopbackServer) -> 
     listed = json.loads(out)
     # Canonical URLs: the tracking parameter is gone.
     assert sorted(a["url"] for a in listed) == [http_server.url("/ar/border.html"), http_server.url("/news/raid.html")]
-    assert set(listed[0]) == {"id", "url", "title", "published_at", "language", "source", "topics", "cluster_id"}
+    assert set(listed[0]) == {
+        "id", "url", "title", "published_at", "language", "source", "topics", "cluster_id", "source_type",
+    }
     raid = next(a for a in listed if a["url"].endswith("raid.html"))
     assert raid["source"] == "Frontier Wire" and "isis" in raid["topics"]
     assert raid["published_at"].endswith("+00:00")
