@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     fetch_max_redirects: int = 5
     fetch_per_host: int = 2
     fetch_concurrency: int = 16
+    # `marsad backfill` fetches a whole archive from one site: at least this many seconds between
+    # two of its requests to the same host (the feed poll has no such pause).
+    backfill_host_interval: float = Field(default=1.0, ge=0)
 
     # Extraction: worker processes (0 = one per core), per-page limits. Pages go through the
     # pipeline in batches of page_batch: larger batches mean fewer Prefect task runs, smaller ones

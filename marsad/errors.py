@@ -54,6 +54,12 @@ class FeedParseError(MarsadError):
     reason = "feed_parse"
 
 
+class SitemapError(MarsadError):
+    """Bytes fetched from a sitemap URL are not a usable sitemap (malformed, hostile, too large)."""
+
+    reason = "sitemap"
+
+
 class ExtractionError(MarsadError):
     """A page could not be turned into article text."""
 

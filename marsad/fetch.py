@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import re
 import socket
 import ssl
@@ -440,6 +441,25 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 # --- Fetcher --------------------------------------------------------------------------------------
 
 
+class HostSpacing:
+    """At least ``interval`` seconds between two requests to one host.
+
+    Kept apart from the Fetcher so that it can outlive one: a run of many batches, each fetched by
+    its own Fetcher in its own event loop, stays polite across the batches' boundaries. A plain
+    class, not a dataclass: Prefect walks a dataclass passed to a task and may hand the task a
+    copy, whose times the next batch would never see.
+    """
+
+    def __init__(self, interval: float) -> None:
+        if not interval >= 0:  # also refuses NaN
+            raise ConfigError("the interval between requests to one host must be 0 or more seconds")
+        self.interval = interval
+        self.last_sent: dict[str, float] = {}  # host → time.monotonic() of its latest request
+
+    def __repr__(self) -> str:
+        return f"HostSpacing({self.interval:g} s)"
+
+
 @dataclass
 class _Progress:
     """What is known about a fetch so far, so a failure can still report where it got to."""
@@ -488,6 +508,7 @@ class Fetcher:
         per_host: int = 2,
         concurrency: int = 16,
         user_agent: str = USER_AGENT,
+        host_spacing: HostSpacing | None = None,
     ) -> None:
         if per_host < 1 or concurrency < 1:
             raise ConfigError("fetch limits per_host and concurrency must be at least 1")
@@ -500,12 +521,18 @@ class Fetcher:
         self.per_host = per_host
         self.concurrency = concurrency
         self.user_agent = user_agent
+        self.host_spacing = host_spacing
         self._global_slots = asyncio.Semaphore(concurrency)
         self._host_slots: dict[str, asyncio.Semaphore] = {}
+        self._host_turns: dict[str, asyncio.Lock] = {}
         self._client: httpx.AsyncClient | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Fetcher:
+    def from_settings(
+        cls, settings: Settings, *, host_spacing: HostSpacing | None = None
+    ) -> Fetcher:
+        """A Fetcher with the settings' limits and, when given, a pause between two requests to
+        one host (none by default: the feed poll relies on the per-host limit alone)."""
         return cls(
             allow_hosts=settings.allow_hosts,
             connect_timeout=settings.fetch_connect_timeout,
@@ -515,6 +542,7 @@ class Fetcher:
             max_redirects=settings.fetch_max_redirects,
             per_host=settings.fetch_per_host,
             concurrency=settings.fetch_concurrency,
+            host_spacing=host_spacing,
         )
 
     async def __aenter__(self) -> Self:
@@ -585,6 +613,7 @@ class Fetcher:
                     f"invalid URL {current!r}: {exc}", reason=FetchReason.BAD_URL
                 ) from None
             async with self._host_slot(request.url.host):
+                await self._wait_turn(request.url.host)
                 hop_started = time.monotonic()
                 deadline = asyncio.timeout(budget)
                 try:
@@ -636,6 +665,27 @@ class Fetcher:
         if slot is None:
             slot = self._host_slots[host] = asyncio.Semaphore(self.per_host)
         return slot
+
+    async def _wait_turn(self, host: str) -> None:
+        """Hold a request to ``host`` until the spacing's interval has passed since the previous.
+
+        Measured from the moment the previous request was let go, after its own wait, so timer
+        jitter never brings two requests closer; redirect hops count as requests. The wait is not
+        charged to the deadline, which bounds time on the network.
+        """
+        spacing = self.host_spacing
+        if spacing is None or spacing.interval <= 0:
+            return
+        # The lock is this Fetcher's (asyncio locks belong to one event loop); the times are the
+        # spacing's, which may outlive it.
+        lock = self._host_turns.get(host)
+        if lock is None:
+            lock = self._host_turns[host] = asyncio.Lock()
+        async with lock:
+            wait = spacing.last_sent.get(host, -math.inf) + spacing.interval - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            spacing.last_sent[host] = time.monotonic()
 
     async def _exchange(
         self, client: httpx.AsyncClient, request: httpx.Request, progress: _Progress
