@@ -225,6 +225,7 @@ class CommandRun:
     articles_new: int
     articles_stored: int
     cpu: dict[str, float]  # CPU seconds by process role
+    memory: dict[str, float]  # peak PSS MB by process role
 
 
 class TreeSampler:
@@ -234,6 +235,7 @@ class TreeSampler:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.peak_bytes = 0
+        self.peak_by_role: dict[str, int] = {}  # each role's own peak (not at the same instant)
         self.cpu: dict[int, tuple[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -254,16 +256,21 @@ class TreeSampler:
             except psutil.NoSuchProcess:
                 return
             total = 0
+            by_role: dict[str, int] = {}
             for process in processes:
                 try:
                     with process.oneshot():
-                        total += process.memory_full_info().pss
+                        pss = process.memory_full_info().pss
                         times = process.cpu_times()
                         role = self.cpu[process.pid][0] if process.pid in self.cpu else self._role(process)
                     self.cpu[process.pid] = (role, times.user + times.system)
+                    total += pss
+                    by_role[role] = by_role.get(role, 0) + pss
                 except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                     pass
             self.peak_bytes = max(self.peak_bytes, total)
+            for role, pss in by_role.items():
+                self.peak_by_role[role] = max(self.peak_by_role.get(role, 0), pss)
             self._stop.wait(0.2)
 
     def cpu_by_role(self) -> dict[str, float]:
@@ -283,6 +290,7 @@ class TreeSampler:
 
 def marsad_ingest(label: str, database_url: str, env: dict[str, str], log: Path) -> CommandRun:
     launched = datetime.now(timezone.utc)
+    own_cpu = time.process_time()  # the loopback web server (and the sampler) live in this process
     started = time.perf_counter()
     with open(log, "ab") as output:
         process = subprocess.Popen(["marsad", "ingest"], env={**env, "MARSAD_DATABASE_URL": database_url},
@@ -290,6 +298,7 @@ def marsad_ingest(label: str, database_url: str, env: dict[str, str], log: Path)
         with TreeSampler(process.pid) as sampler:
             code = process.wait()
     wall = time.perf_counter() - started
+    server_cpu = time.process_time() - own_cpu
     if code != 0:
         sys.exit(f"`marsad ingest` ({label}) exited {code}; see {log}")
     engine = make_engine(database_url)
@@ -298,7 +307,9 @@ def marsad_ingest(label: str, database_url: str, env: dict[str, str], log: Path)
         assert run is not None
         result = CommandRun(label, wall, (run.started_at - launched).total_seconds(),
                             sampler.peak_bytes / 2**20, dict(run.stage_seconds or {}),
-                            run.articles_new, run.articles_stored, sampler.cpu_by_role())
+                            run.articles_new, run.articles_stored,
+                            sampler.cpu_by_role() | {"loopback web server (benchmark)": server_cpu},
+                            {role: pss / 2**20 for role, pss in sampler.peak_by_role.items()})
     engine.dispose()
     return result
 
@@ -327,6 +338,7 @@ def print_breakdown(run: CommandRun) -> None:
     for name, seconds in parts.items():
         print(f"    {name:<40}{seconds:>8.2f}  {100 * seconds / run.wall:>5.1f} %")
     print("    CPU seconds: " + ", ".join(f"{role} {seconds:.1f}" for role, seconds in sorted(run.cpu.items())))
+    print("    peak MB: " + ", ".join(f"{role} {mb:.0f}" for role, mb in sorted(run.memory.items())))
 
 
 def main() -> None:
@@ -370,6 +382,8 @@ def main() -> None:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
         env.pop("PREFECT_API_URL", None)
+        # As on a user's machine, Python caches compiled modules (this sandbox sets it off).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
 
         def fresh_with_feeds(name: str, stored: int = 0) -> str:
             url = databases.fresh(name)

@@ -39,7 +39,7 @@ def discover(
 
 @task(cache_policy=NO_CACHE)
 def fetch_pages(pending: list[PendingArticle], spacing: HostSpacing) -> list[stages.PageFetch]:
-    return backfilling.fetch_pages(get_settings(), pending, spacing)
+    return stages.fetch_pages(get_settings(), pending, spacing)
 
 
 @flow(name="backfill")

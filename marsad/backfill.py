@@ -44,7 +44,6 @@ from marsad.feeds import (
     validate_feed_url,
 )
 from marsad.fetch import Fetcher, FetchReason, FetchResult, HostSpacing
-from marsad.progress import report_progress
 from marsad.text import one_line, scrub
 from models import Article, DateSource, ExtractionStatus, utcnow
 
@@ -487,33 +486,6 @@ def _article_rows(
 
 
 # Pages ---------------------------------------------------------------------------------------
-
-
-def fetch_pages(
-    settings: Settings, pending: Sequence[store.PendingArticle], spacing: HostSpacing | None = None
-) -> list[stages.PageFetch]:
-    """The ingest's page fetch, with MARSAD_BACKFILL_HOST_INTERVAL between requests to one host.
-
-    Pass the same ``spacing`` to every batch so the pause also holds between batches.
-    """
-    if not pending:
-        return []
-    spacing = spacing or HostSpacing(settings.backfill_host_interval)
-
-    async def run() -> list[stages.PageFetch]:
-        async with Fetcher.from_settings(settings, host_spacing=spacing) as fetcher:
-            done = 0
-
-            async def one(article: store.PendingArticle) -> stages.PageFetch:
-                nonlocal done
-                result = await fetcher.fetch(article.url)
-                done += 1
-                report_progress("fetch pages", done, len(pending))
-                return stages.PageFetch(article, result)
-
-            return await asyncio.gather(*(one(article) for article in pending))
-
-    return asyncio.run(run())
 
 
 # Summary -------------------------------------------------------------------------------------

@@ -657,6 +657,28 @@ def retag(since: SinceOption = None) -> None:
     stderr.print(report.as_log_line(get_tagger().version))
 
 
+@app.command()
+def backfill(
+    source: Annotated[
+        str, typer.Argument(help="A news sitemap or sitemap index URL, or a file of article URLs.")
+    ],
+    since: SinceOption = None,
+    until: UntilOption = None,
+) -> None:
+    """Bring in a site's history through the normal pipeline (a flow): the pages its sitemap (or
+    the file) lists, between --since and --until, fetched politely, extracted, tagged and stored.
+
+    Articles already stored are skipped; an interrupted backfill continues where it stopped when
+    run again.
+    """
+    since_day, until_day = _parse_day(since, "--since"), _parse_day(until, "--until")
+    _engine()  # a database problem is reported before Prefect starts its server
+    from flows.backfill import backfill as backfill_flow
+
+    summary = _run_flow(backfill_flow, source=source, since=since_day, until=until_day)
+    stderr.print(summary.as_log_line(), markup=False, highlight=False)
+
+
 # extract and tag: tools on files ---------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from marsad.db import session_scope
 from marsad.errors import FeedParseError, InputError
 from marsad.extract import ExtractedPage, ExtractorPool, detect_language
 from marsad.feeds import FeedItem, ParsedFeed, canonical_url, parse_feed
-from marsad.fetch import Fetcher, FetchReason, FetchResult, FetchStatus
+from marsad.fetch import Fetcher, FetchReason, FetchResult, FetchStatus, HostSpacing
 from marsad.progress import report_progress
 from marsad.tagging import TagResult, get_tagger
 from marsad.text import one_line, scrub
@@ -119,13 +119,14 @@ def _fetch_concurrently(
     stage: str,
     items: Sequence[T],
     fetch: Callable[[Fetcher, T], Awaitable[R]],
+    host_spacing: HostSpacing | None = None,
 ) -> list[R]:
     """Run ``fetch`` for every item on one polite Fetcher, reporting progress; results in order."""
     if not items:
         return []
 
     async def run() -> list[R]:
-        async with Fetcher.from_settings(settings) as fetcher:
+        async with Fetcher.from_settings(settings, host_spacing=host_spacing) as fetcher:
             done = 0
 
             async def one(item: T) -> R:
@@ -476,11 +477,18 @@ class PageFetch:
     result: FetchResult
 
 
-def fetch_pages(settings: Settings, pending: Sequence[store.PendingArticle]) -> list[PageFetch]:
+def fetch_pages(
+    settings: Settings,
+    pending: Sequence[store.PendingArticle],
+    host_spacing: HostSpacing | None = None,
+) -> list[PageFetch]:
+    """Fetch the pages, concurrently within the per-host limit; ``host_spacing`` (the backfill's,
+    shared by all its batches) also keeps a pause between two requests to one host."""
+
     async def fetch(fetcher: Fetcher, article: store.PendingArticle) -> PageFetch:
         return PageFetch(article, await fetcher.fetch(article.url))
 
-    return _fetch_concurrently(settings, "fetch pages", pending, fetch)
+    return _fetch_concurrently(settings, "fetch pages", pending, fetch, host_spacing)
 
 
 @dataclass

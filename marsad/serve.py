@@ -56,6 +56,7 @@ def deployments(schedules: Schedules) -> list:
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron, Interval
 
+    from flows.backfill import backfill
     from flows.digest import digest
     from flows.ingest import ingest
     from flows.retag import retag
@@ -87,6 +88,11 @@ def deployments(schedules: Schedules) -> list:
             "retag",
             concurrency_limit=one_at_a_time,
             description="Re-tag stored articles after a taxonomy change (run on demand).",
+        ),
+        backfill.to_deployment(
+            "backfill",
+            concurrency_limit=one_at_a_time,
+            description="Store a site's history from a news sitemap or a list of URLs (run on demand).",
         ),
     ]
 

@@ -151,7 +151,7 @@ def run_pages(engine: Engine, pool: ExtractorPool, *, limit: int | None = None, 
     while (batches is None or done < batches) and (
         pending := stages.claim_pages(engine, settings(), limit=limit)
     ):
-        fetched = backfill.fetch_pages(settings(), pending, spacing)
+        fetched = stages.fetch_pages(settings(), pending, spacing)
         updates = stages.tag_articles(stages.extract_pages(pool, settings(), fetched))
         stored += stages.store_articles(engine, settings(), updates).stored
         done += 1
@@ -518,8 +518,8 @@ def test_the_spacing_is_per_host_and_holds_across_batches(
             pending.append(_pending(index, server.url(f"/news/{index}.html")))
         spacing = HostSpacing(settings().backfill_host_interval)
 
-        first = backfill.fetch_pages(settings(), pending[:2], spacing)
-        second = backfill.fetch_pages(settings(), pending[2:], spacing)
+        first = stages.fetch_pages(settings(), pending[:2], spacing)
+        second = stages.fetch_pages(settings(), pending[2:], spacing)
 
         other_times = other.times_for("/news/")
     assert all(item.result.ok for item in first + second)

@@ -34,6 +34,7 @@ EXPECTED = {
     "spike-alert": "flows/spike_alert.py:spike_alert",
     "digest": "flows/digest.py:digest",
     "retag": "flows/retag.py:retag",
+    "backfill": "flows/backfill.py:backfill",
 }
 START = datetime(2026, 3, 1, 0, 10, tzinfo=timezone.utc)
 
@@ -126,8 +127,9 @@ def test_a_misspelt_time_zone_fails_at_deploy_time(monkeypatch: pytest.MonkeyPat
         next_runs(deployments()["digest"])
 
 
-def test_retag_runs_only_on_demand() -> None:
+def test_retag_and_backfill_run_only_on_demand() -> None:
     assert deployments()["retag"]["schedules"] == []
+    assert deployments()["backfill"]["schedules"] == []
     for name in ("ingest", "spike-alert", "digest"):
         assert deployments()[name]["schedules"], f"{name} has no schedule"
 

@@ -67,14 +67,14 @@ def test_serve_starts_a_local_server_serves_the_schedules_runs_a_flow_and_stops_
 
         def served() -> list[dict]:
             found = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
-            return found if len(found) == 4 else []
+            return found if len(found) == 5 else []
 
-        deployments = {d["name"]: d for d in _wait_for(served, 60, "the four deployments")}
-        assert set(deployments) == {"ingest", "digest", "spike-alert", "retag"}
+        deployments = {d["name"]: d for d in _wait_for(served, 60, "the five deployments")}
+        assert set(deployments) == {"ingest", "digest", "spike-alert", "retag", "backfill"}
         digest_schedule = deployments["digest"]["schedules"][0]["schedule"]
         assert digest_schedule["cron"] == "30 6 * * *" and digest_schedule["timezone"] == "Asia/Baghdad"
         assert deployments["ingest"]["schedules"][0]["schedule"]["interval"] == 1800.0
-        assert deployments["retag"]["schedules"] == []
+        assert deployments["retag"]["schedules"] == deployments["backfill"]["schedules"] == []
         for deployment in deployments.values():
             assert deployment["global_concurrency_limit"]["limit"] == 1
             assert deployment["concurrency_options"]["collision_strategy"] == "CANCEL_NEW"
