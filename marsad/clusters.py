@@ -38,14 +38,15 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from marsad.tagging import normalize_arabic
@@ -119,53 +120,6 @@ def _minhash(shingles: set[bytes]) -> np.ndarray:
     return minhash.hashvalues.astype(np.uint32)
 
 
-def _leads_a_cluster(session: Session, article_id: int) -> bool:
-    # A re-stored article that others have joined stays their head: moving it would orphan them.
-    return (
-        session.scalar(
-            select(Article.id).where(Article.cluster_id == article_id, Article.id != article_id).limit(1)
-        )
-        is not None
-    )
-
-
-def _closest_cluster(
-    session: Session,
-    sig: np.ndarray,
-    shingle_count: int,
-    candidate_ids: Sequence[int],
-    when: datetime,
-    settings: ClusterSettings,
-) -> int | None:
-    """The cluster whose first article this text copies, within the window; None if none does.
-
-    Comparing with each cluster's first article, not with any member, keeps clusters from
-    chaining: a run of similar but different stories (templated releases a few days apart) would
-    otherwise merge step by step into one cluster spanning weeks.
-    """
-    heads = {
-        cluster_id or candidate_id
-        for candidate_id, cluster_id in session.execute(
-            select(Article.id, Article.cluster_id).where(Article.id.in_(candidate_ids))
-        )
-    }
-    story_time = Article.story_at
-    best, best_rank = None, None
-    for head_id, head_sig, head_count in session.execute(
-        select(Article.id, Article.minhash, Article.shingle_count)
-        .where(
-            Article.id.in_(heads),
-            Article.minhash.is_not(None),
-            and_(story_time >= when - settings.window, story_time <= when + settings.window),
-        )
-        .order_by(Article.id)  # ties go to the oldest cluster, on every backend
-    ):
-        rank = match_rank(sig, shingle_count, from_bytes(head_sig), head_count, settings)
-        if rank is not None and (best_rank is None or rank > best_rank):
-            best, best_rank = head_id, rank
-    return best
-
-
 def match_rank(
     sig: np.ndarray,
     count: int | None,
@@ -236,6 +190,22 @@ class ClusterSettings:
     containment: float = DEFAULT_CONTAINMENT
 
 
+@dataclass(frozen=True)
+class ClusterItem:
+    """An article to place: its id, its (new) text and its story time."""
+
+    article_id: int
+    text: str | None
+    when: datetime
+
+
+@dataclass(frozen=True)
+class _Head:
+    sig: np.ndarray
+    shingle_count: int | None
+    when: datetime
+
+
 def assign_cluster(
     session: Session,
     article_id: int,
@@ -243,44 +213,133 @@ def assign_cluster(
     when: datetime,
     settings: ClusterSettings = ClusterSettings(),
 ) -> int:
-    """Give the article its story cluster and index its bands; returns the cluster id.
-
-    The cluster id is the id of the cluster's first article, so it is stable and needs no table
-    of its own. Run inside the transaction that stores the article: later articles of the same
-    batch see it.
-    """
-    session.execute(delete(StoryBand).where(StoryBand.article_id == article_id))
-    shingles = shingles_of(text)
-    if shingles is None:
-        session.execute(
-            update(Article)
-            .where(Article.id == article_id)
-            .values(cluster_id=article_id, minhash=None, shingle_count=None)
-        )
-        return article_id
-    sig = _minhash(shingles)
-
-    bands = band_hashes(sig)
-    # Two index lookups rather than one join: the band index narrows to a handful of articles
-    # whatever the planner believes about table sizes (a join was planned as a scan of articles).
-    candidate_ids = session.scalars(
-        select(StoryBand.article_id)
-        .where(StoryBand.band_hash.in_(bands), StoryBand.article_id != article_id)
-        .distinct()
-    ).all()
-    best_cluster = article_id
-    if candidate_ids and not _leads_a_cluster(session, article_id):
-        closest = _closest_cluster(session, sig, len(shingles), candidate_ids, when, settings)
-        best_cluster = closest or article_id
+    """Give one article its story cluster and index its bands; returns the cluster id."""
+    values = assign_clusters(session, [ClusterItem(article_id, text, when)], settings)[article_id]
     session.execute(
-        update(Article)
-        .where(Article.id == article_id)
-        .values(cluster_id=best_cluster, minhash=to_bytes(sig), shingle_count=len(shingles)),
+        update(Article).where(Article.id == article_id).values(**values),
         execution_options={"synchronize_session": False},
     )
-    # One executemany of a statement compiled once: a multi-row VALUES clause was rebuilt for
-    # every article (about 2 ms of Python), and psycopg sends an executemany as one pipeline.
-    session.execute(
-        _INSERT_BAND, [{"band_hash": band, "article_id": article_id} for band in set(bands)]
-    )
-    return best_cluster
+    return values["cluster_id"]
+
+
+def assign_clusters(
+    session: Session, items: Sequence[ClusterItem], settings: ClusterSettings = ClusterSettings()
+) -> dict[int, dict[str, Any]]:
+    """Place a batch of articles, in order, in story clusters and index their bands.
+
+    Returns each article's new ``cluster_id``, ``minhash`` and ``shingle_count`` for the caller to
+    write with the rest of its row. The cluster id is the id of the cluster's first article, so it
+    is stable and needs no table of its own. Each article sees the ones placed before it, in this
+    batch as in the database, exactly as if they had been placed one by one: the database is read
+    in three queries for the whole batch, and the batch's own articles are tracked in memory.
+    Run inside the transaction that stores the articles.
+    """
+    ids = [item.article_id for item in items]
+    sigs: dict[int, tuple[np.ndarray, int, list[int]]] = {}
+    for item in items:
+        shingles = shingles_of(item.text)
+        if shingles is not None:
+            sig = _minhash(shingles)
+            sigs[item.article_id] = (sig, len(shingles), band_hashes(sig))
+
+    # What the database says, read before anything is rewritten: an article of the batch keeps
+    # its old bands and row until its own turn, as it would one by one.
+    all_bands = {band for _, _, bands in sigs.values() for band in bands}
+    stored_bands: dict[int, set[int]] = defaultdict(set)
+    for chunk in _chunks(sorted(all_bands)):
+        for band, other_id in session.execute(
+            select(StoryBand.band_hash, StoryBand.article_id).where(StoryBand.band_hash.in_(chunk))
+        ):
+            stored_bands[band].add(other_id)
+    stored_ids = {other for others in stored_bands.values() for other in others}
+    cluster_of: dict[int, int] = {}  # candidate → its cluster head, as stored
+    leaders: set[int] = set()  # batch articles that others have joined
+    for chunk in _chunks(sorted(stored_ids)):
+        for other_id, cluster_id in session.execute(
+            select(Article.id, Article.cluster_id).where(Article.id.in_(chunk))
+        ):
+            cluster_of[other_id] = cluster_id
+    for chunk in _chunks(ids):
+        # A re-stored article that others have joined stays their head: moving it would orphan them.
+        leaders.update(session.scalars(
+            select(Article.cluster_id)
+            .where(Article.cluster_id.in_(chunk), Article.id != Article.cluster_id)
+            .distinct()
+        ))
+    head_ids = {cluster or other for other, cluster in cluster_of.items()}
+    heads: dict[int, _Head] = {}
+    for chunk in _chunks(sorted(head_ids)):
+        for head_id, head_sig, head_count, head_when in session.execute(
+            select(Article.id, Article.minhash, Article.shingle_count, Article.story_at)
+            .where(Article.id.in_(chunk), Article.minhash.is_not(None))
+        ):
+            heads[head_id] = _Head(from_bytes(head_sig), head_count, head_when)
+
+    placed: set[int] = set()
+    placed_bands: dict[int, set[int]] = defaultdict(set)
+    results: dict[int, dict[str, Any]] = {}
+    band_rows: list[dict[str, int]] = []
+    for item in items:
+        article_id = item.article_id
+        placed.add(article_id)
+        if article_id not in sigs:
+            cluster_of[article_id] = article_id
+            heads.pop(article_id, None)
+            results[article_id] = {"cluster_id": article_id, "minhash": None, "shingle_count": None}
+            continue
+        sig, count, bands = sigs[article_id]
+        candidates: set[int] = set()
+        for band in bands:
+            # Stored bands of batch articles already placed were replaced by their new ones.
+            candidates.update(other for other in stored_bands.get(band, ()) if other not in placed)
+            candidates.update(placed_bands.get(band, ()))
+        candidates.discard(article_id)
+        best = article_id
+        if candidates and article_id not in leaders:
+            best = _closest(sig, count, candidates, cluster_of, heads, item.when, settings) or article_id
+        cluster_of[article_id] = best
+        if best != article_id:
+            leaders.add(best)  # should the head come later in the batch, it stays where it is
+        heads[article_id] = _Head(sig, count, item.when)
+        for band in set(bands):
+            placed_bands[band].add(article_id)
+            band_rows.append({"band_hash": band, "article_id": article_id})
+        results[article_id] = {"cluster_id": best, "minhash": to_bytes(sig), "shingle_count": count}
+
+    for chunk in _chunks(ids):
+        session.execute(delete(StoryBand).where(StoryBand.article_id.in_(chunk)))
+    if band_rows:
+        # One executemany of a statement compiled once (psycopg sends it as one pipeline).
+        session.execute(_INSERT_BAND, band_rows)
+    return results
+
+
+def _closest(
+    sig: np.ndarray,
+    count: int,
+    candidates: set[int],
+    cluster_of: dict[int, int],
+    heads: dict[int, _Head],
+    when: datetime,
+    settings: ClusterSettings,
+) -> int | None:
+    """The cluster whose first article this text copies, within the window; None if none does.
+
+    Comparing with each cluster's first article, not with any member, keeps clusters from
+    chaining: a run of similar but different stories (templated releases a few days apart) would
+    otherwise merge step by step into one cluster spanning weeks.
+    """
+    best, best_rank = None, None
+    for head_id in sorted({cluster_of.get(c) or c for c in candidates}):  # ties: the oldest cluster
+        head = heads.get(head_id)
+        if head is None or not (when - settings.window <= head.when <= when + settings.window):
+            continue
+        rank = match_rank(sig, count, head.sig, head.shingle_count, settings)
+        if rank is not None and (best_rank is None or rank > best_rank):
+            best, best_rank = head_id, rank
+    return best
+
+
+def _chunks(values: Sequence[int], size: int = 500) -> list[Sequence[int]]:
+    # Bounded IN lists: SQLite allows 32,766 parameters per statement, PostgreSQL 65,535.
+    return [values[i : i + size] for i in range(0, len(values), size)]

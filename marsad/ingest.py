@@ -12,18 +12,18 @@ import asyncio
 import hashlib
 import math
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from marsad import store
-from marsad.clusters import ClusterSettings, assign_cluster
+from marsad.clusters import ClusterItem, ClusterSettings, assign_clusters
 from marsad.config import Settings
 from marsad.db import session_scope
 from marsad.errors import FeedParseError, InputError
@@ -33,7 +33,16 @@ from marsad.fetch import Fetcher, FetchReason, FetchResult, FetchStatus, HostSpa
 from marsad.progress import report_progress
 from marsad.tagging import TagResult, get_tagger
 from marsad.text import one_line, scrub
-from models import Article, DateSource, ExtractionStatus, Feed, IngestRun, RunStatus, utcnow
+from models import (
+    Article,
+    ArticleTag,
+    DateSource,
+    ExtractionStatus,
+    Feed,
+    IngestRun,
+    RunStatus,
+    utcnow,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -643,28 +652,61 @@ def store_articles(
         window=timedelta(days=settings.cluster_window_days),
         containment=settings.cluster_containment,
     )
+    articles, tags = Article.__table__, ArticleTag.__table__
     with session_scope(engine) as session:
+        # Clusters first: they read the rows as they were, the batch's own articles from memory.
+        clusters = assign_clusters(
+            session,
+            [ClusterItem(item.article_id, item.values["text"], item.story_time) for item in updates],
+            cluster_settings,
+        )
+        # One executemany per set of columns written (an extracted page and a failed fetch write
+        # different ones): a statement compiled once instead of once per article.
+        rows_by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
         for item in updates:
-            values = dict(item.values)
+            values = dict(item.values) | clusters[item.article_id]
             if item.tags is not None:
                 values |= {
                     "places": list(item.tags.places),
                     "actors": list(item.tags.actors),
                     "tagged_with": tagger_version,
                 }
+            rows_by_columns[tuple(sorted(values))].append({"_id": item.article_id, **values})
+        for columns, rows in rows_by_columns.items():
             session.execute(
-                update(Article).where(Article.id == item.article_id).values(**values),
-                execution_options={"synchronize_session": False},
+                update(articles)
+                .where(articles.c.id == bindparam("_id"))
+                .values({c: bindparam(c, type_=articles.c[c].type) for c in columns}),
+                rows,
             )
-            if "published_at" in values:  # the page gave the story a date: its tags follow
-                store.refresh_tag_story_times(session, item.article_id, item.story_time)
-            if item.tags is not None:
-                store.write_tags(
-                    session, item.article_id, item.tags.to_dict()["topics"], tagger_version, now
-                )
-            assign_cluster(
-                session, item.article_id, values["text"], item.story_time, cluster_settings
+        # A page that gave the story a date moves the article's tags with it.
+        dated = [
+            {"_id": item.article_id, "_story": item.story_time}
+            for item in updates
+            if "published_at" in item.values
+        ]
+        if dated:
+            story = bindparam("_story", type_=tags.c.story_at.type)
+            session.execute(
+                update(tags)
+                .where(tags.c.article_id == bindparam("_id"), tags.c.story_at != story)
+                .values(story_at=story),
+                dated,
             )
+        tagged = [item for item in updates if item.tags is not None]
+        existing: dict[int, list[ArticleTag]] = defaultdict(list)
+        if tagged:
+            for tag in session.scalars(
+                select(ArticleTag).where(ArticleTag.article_id.in_([i.article_id for i in tagged]))
+            ):
+                existing[tag.article_id].append(tag)
+        for item in tagged:
+            assert item.tags is not None
+            store.write_tags(
+                session, item.article_id, item.tags.to_dict()["topics"], tagger_version, now,
+                existing=existing[item.article_id], story_at=item.story_time,
+            )
+        for item in updates:
             report.stored += 1
             if item.failure:
                 report.failures[item.failure] += 1

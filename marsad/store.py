@@ -256,12 +256,14 @@ def write_tags(
     tagger_version: str,
     now: datetime,
     existing: Iterable[ArticleTag] | None = None,
+    story_at: datetime | None = None,
 ) -> TagChanges:
     """Make an article's tags ``tags``, writing only what differs.
 
     A tag that comes out the same keeps its row and the taxonomy version that first gave it; a
     changed one is rewritten with ``tagger_version``; a topic no longer given is removed.
-    ``existing`` saves the lookup when the caller has loaded the article's tags already.
+    ``existing`` saves the lookup when the caller has loaded the article's tags already;
+    ``story_at``, the article's story time, saves one per new tag.
     """
     if existing is None:
         existing = session.scalars(select(ArticleTag).where(ArticleTag.article_id == article_id))
@@ -279,6 +281,7 @@ def write_tags(
             added.append({
                 "article_id": article_id, "topic": topic, "score": float(tag["score"]),
                 "evidence": tag["evidence"], "tagger_version": tagger_version, "tagged_at": now,
+                **({"story_at": story_at} if story_at is not None else {}),
             })
         elif not _same_tag(current, tag):
             session.execute(

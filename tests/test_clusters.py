@@ -358,3 +358,49 @@ def test_a_jaccard_match_outranks_an_older_containment_match(engine: Engine) -> 
             assign_cluster(session, a.id, a.text, a.published_at) for a in (extended, copy, wire)
         ]
     assert results == [extended.id, copy.id, copy.id]
+
+
+def test_a_batch_is_clustered_as_if_its_articles_came_one_by_one(engine: Engine) -> None:
+    """The ingest places a whole batch at once; each article must still see those before it, in
+    the batch and in the database, and a re-stored one must keep the clusters it leads."""
+    from marsad.clusters import ClusterItem, assign_clusters
+
+    words = WIRE.split()
+    drifting = [" ".join(words[i * 12:] + OTHER_STORY.split()[: i * 12]) for i in range(5)]
+    texts = [WIRE, REPUBLISHED, OTHER_STORY, *drifting, WIRE, "A teaser.", REPUBLISHED]
+    times = [T0 + timedelta(hours=n) for n in range(len(texts))]
+    times[-1] = T0 + timedelta(days=9)  # outside the window of every earlier copy
+
+    def place(batched: bool, prefix: str, shift: timedelta) -> list[int | None]:
+        """``shift`` keeps the two runs' stories out of each other's window."""
+        with session_scope(engine) as session:
+            # Two stored before the batch: one the batch copies, one re-stored within it.
+            stored = [_article(session, f"https://{prefix}.example/s{n}", text, T0 + shift - timedelta(hours=1))
+                      for n, text in enumerate((OTHER_STORY, WIRE))]
+            for article in stored:
+                assign_cluster(session, article.id, article.text, article.published_at)
+            batch = [_article(session, f"https://{prefix}.example/{n}", text, when + shift)
+                     for n, (text, when) in enumerate(zip(texts, times, strict=True))]
+            items = [ClusterItem(a.id, a.text, a.published_at) for a in batch]
+            # Re-extracted mid-batch as another story: it leads the copy placed before it, so stays.
+            items.insert(3, ClusterItem(stored[1].id, OTHER_STORY, T0 + shift))
+            if batched:
+                placed = assign_clusters(session, items)
+                for article_id, values in placed.items():
+                    session.execute(update(Article).where(Article.id == article_id).values(**values))
+            else:
+                for item in items:
+                    assign_cluster(session, item.article_id, item.text, item.when)
+            order = [*stored, *batch]
+            session.expire_all()  # the updates went around the ORM: read the rows again
+            clusters = {a.id: a.cluster_id for a in session.scalars(select(Article))}
+            bands = {a.id: sorted(session.scalars(select(StoryBand.band_hash).where(StoryBand.article_id == a.id)))
+                     for a in order}
+            # Clusters as positions in `order`, so the two runs' different ids compare.
+            position = {a.id: n for n, a in enumerate(order)}
+            return [position.get(clusters[a.id]) for a in order] + [len(bands[a.id]) for a in order]
+
+    one_by_one = place(False, "single", timedelta(0))
+    batched = place(True, "batch", timedelta(days=60))
+    assert batched == one_by_one
+    assert len(set(one_by_one[: len(texts) + 2])) > 3  # several clusters, not one
