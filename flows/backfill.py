@@ -1,6 +1,7 @@
 """The backfill flow: discover → (claim → fetch pages → extract → tag → store) per batch.
 
-The page loop is the ingest's, with its tasks, except that page fetches keep
+The page loop is the ingest's, with its tasks, except that it claims only the pages a backfill
+discovered (the ingest never claims those) and that page fetches keep
 MARSAD_BACKFILL_HOST_INTERVAL between two requests to one host: a backfill asks one site for its
 whole archive. Discovered URLs are durable pending rows, so an interrupted backfill is resumed by
 running it again; caching is off, as in the ingest, and idempotency lives in the database.
@@ -16,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
-from flows.ingest import claim_pages, extract_pages, store_articles, tag_articles
+from flows.ingest import DB_RETRIES, extract_pages, store_articles, tag_articles
 from marsad import backfill as backfilling
 from marsad import ingest as stages
 from marsad.config import get_settings
@@ -35,6 +36,13 @@ def discover(
     engine = get_engine(get_settings().database_url)
     ensure_schema(engine)
     return backfilling.discover(engine, get_settings(), source, since, until, spacing=spacing)
+
+
+@task(cache_policy=NO_CACHE, **DB_RETRIES)
+def claim_pages() -> list[PendingArticle]:
+    # Only the pages a backfill discovered: the ingest leaves them alone, so every request to
+    # their site keeps the backfill's pause.
+    return stages.claim_pages(get_engine(get_settings().database_url), get_settings(), backfilled=True)
 
 
 @task(cache_policy=NO_CACHE)

@@ -465,9 +465,10 @@ def page_lease(settings: Settings, batch: int) -> timedelta:
 
 
 def claim_pages(
-    engine: Engine, settings: Settings, limit: int | None = None
+    engine: Engine, settings: Settings, limit: int | None = None, *, backfilled: bool = False
 ) -> list[store.PendingArticle]:
-    """Claim the next batch of pages to fetch: ``limit``, or ``settings.page_batch``, at most."""
+    """Claim the next batch of pages to fetch: ``limit``, or ``settings.page_batch``, at most;
+    feed articles, or with ``backfilled`` the ones a backfill discovered."""
     limit = limit or settings.page_batch
     now = utcnow()
     with session_scope(engine) as session:
@@ -477,6 +478,7 @@ def claim_pages(
             lease_until=now + page_lease(settings, limit),
             limit=limit,
             max_attempts=MAX_PAGE_ATTEMPTS,
+            backfilled=backfilled,
         )
 
 

@@ -199,12 +199,16 @@ def claim_pages(
     lease_until: datetime,
     limit: int,
     max_attempts: int,
+    backfilled: bool = False,
 ) -> list[PendingArticle]:
-    """Claim up to ``limit`` articles whose page is due for fetching."""
+    """Claim up to ``limit`` articles whose page is due for fetching: those found in feeds, or
+    with ``backfilled`` those a backfill discovered (no feed), which only a backfill fetches, at
+    its own polite pace."""
     due = and_(
         Article.extraction_status.in_([str(s) for s in RETRYABLE_STATUSES]),
         Article.fetch_attempts < max_attempts,
         or_(Article.next_fetch_at.is_(None), Article.next_fetch_at <= now),
+        Article.feed_id.is_(None) if backfilled else Article.feed_id.is_not(None),
     )
     candidates = select(Article.id).where(due).order_by(Article.id).limit(limit)
     claimed_ids = session.scalars(

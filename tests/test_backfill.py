@@ -149,7 +149,7 @@ def run_pages(engine: Engine, pool: ExtractorPool, *, limit: int | None = None, 
     spacing = HostSpacing(settings().backfill_host_interval)
     stored = done = 0
     while (batches is None or done < batches) and (
-        pending := stages.claim_pages(engine, settings(), limit=limit)
+        pending := stages.claim_pages(engine, settings(), limit=limit, backfilled=True)
     ):
         fetched = stages.fetch_pages(settings(), pending, spacing)
         updates = stages.tag_articles(stages.extract_pages(pool, settings(), fetched))
@@ -615,3 +615,23 @@ def test_the_backfill_flow_end_to_end(
     assert len(arrivals) == 4
     gaps = [later - earlier for earlier, later in pairwise(arrivals)]
     assert min(gaps) >= 0.22, gaps  # 0.3 s, less what a slow first connection shaves off
+
+
+@pytest.mark.usefixtures("allow_loopback")
+def test_the_ingest_leaves_backfilled_pages_to_the_backfill(engine: Engine, http_server: LoopbackServer, tmp_path: Path) -> None:
+    """Only a backfill fetches what it discovered, so its per-host pause holds even while a
+    scheduled ingest runs; and a backfill does not take the feeds' pages either."""
+    http_server.add("/feed.xml", rss("Wire", [Item("From the feed", http_server.url("/feed-story.html"), "g1")]),
+                    content_type="application/rss+xml")
+    with session_scope(engine) as session:
+        add_feeds(session, [FeedSpec(http_server.url("/feed.xml"))])
+    run_id = stages.open_run(engine)
+    stages.record_feeds(engine, settings(), run_id, stages.parse_feeds(stages.poll_feeds(engine, settings())))
+    urls = tmp_path / "urls.txt"
+    urls.write_text(http_server.url("/archive-story.html") + "\n", encoding="utf-8")
+    backfill.discover(engine, settings(), str(urls), None, None)
+
+    assert [p.url for p in stages.claim_pages(engine, settings())] == [http_server.url("/feed-story.html")]
+    assert [p.url for p in stages.claim_pages(engine, settings(), backfilled=True)] == [
+        http_server.url("/archive-story.html")
+    ]
