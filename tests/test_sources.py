@@ -8,24 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 from sqlalchemy import Engine, select
-from typer.testing import CliRunner
 
 from loopback import LoopbackServer
-from marsad.cli import app
+from test_cli import marsad
 from marsad.db import session_scope
 from marsad.feeds import SOURCE_TYPES, starter_feed_list
 from models import Feed
 from webdata import Item, rss
 
-runner = CliRunner()
 STARTER = Path(__file__).parent.parent / "marsad" / "sources" / "starter.yaml"
-
-
-def marsad(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def feeds(engine: Engine) -> list[tuple[str, str | None, str | None, str | None, str | None, str | None]]:

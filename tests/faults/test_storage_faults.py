@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -372,14 +372,12 @@ def test_two_whole_digest_runs_at_once_send_one_digest(engine: Engine, smtp_serv
     assert len(digest_rows(engine)) == 1 and len(smtp_server.sink.received) == 1
 
 
-@pytest.mark.usefixtures("prefect_harness")
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_a_digest_flow_that_failed_half_way_rerun_the_same_day_sends_each_digest_once(
-    engine: Engine, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from flows.digest import digest
-
-    with session_scope(engine) as session:  # the flow reads the real clock
+def _two_recipients_and_a_full_disk_for_the_second(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> tuple[date, Path]:
+    """One story for two recipients; the second one's outbox copy cannot be written (/dev/full).
+    Returns today (the flow reads the real clock) and the path to unlink to free the space."""
+    with session_scope(engine) as session:
         feed = add_feed(session, "Levant Monitor", "https://levant-monitor.example/feed")
         add_article(session, feed, HAMRIN_RAID, fetched=datetime.now(timezone.utc) - timedelta(minutes=30))
     monkeypatch.setenv("MARSAD_DIGEST_TO", "analyst@newsroom.test,desk@newsroom.test")
@@ -388,7 +386,18 @@ def test_a_digest_flow_that_failed_half_way_rerun_the_same_day_sends_each_digest
     outbox.mkdir()
     today = datetime.now(get_settings().tz).date()
     partial = outbox / f".marsad-digest-{today}-desk@newsroom.test.eml.partial"
-    partial.symlink_to("/dev/full")  # the second recipient's outbox copy cannot be written
+    partial.symlink_to("/dev/full")
+    return today, partial
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_digest_flow_that_failed_half_way_rerun_the_same_day_sends_each_digest_once(
+    engine: Engine, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.digest import digest
+
+    today, partial = _two_recipients_and_a_full_disk_for_the_second(engine, monkeypatch)
 
     with pytest.raises(OutboxError, match="cannot write the digest"):
         digest(day=today)
@@ -410,16 +419,7 @@ def test_prefect_retrying_the_whole_digest_flow_sends_each_digest_once(
     flow fails and Prefect retries it whole; the space is freed before that retry."""
     from flows.digest import digest
 
-    with session_scope(engine) as session:
-        feed = add_feed(session, "Levant Monitor", "https://levant-monitor.example/feed")
-        add_article(session, feed, HAMRIN_RAID, fetched=datetime.now(timezone.utc) - timedelta(minutes=30))
-    monkeypatch.setenv("MARSAD_DIGEST_TO", "analyst@newsroom.test,desk@newsroom.test")
-    reset_settings()
-    outbox = Path("outbox")
-    outbox.mkdir()
-    today = datetime.now(get_settings().tz).date()
-    partial = outbox / f".marsad-digest-{today}-desk@newsroom.test.eml.partial"
-    partial.symlink_to("/dev/full")
+    today, partial = _two_recipients_and_a_full_disk_for_the_second(engine, monkeypatch)
     disk_full: list[OutboxError] = []
     write_outbox = delivery.write_outbox
 
