@@ -36,19 +36,23 @@ MAX_BYTES = 2 * 1024 * 1024
 RSS_GROWTH_LIMIT_KIB = 300 * 1024
 
 
-@pytest.fixture(autouse=True)
-def _tight_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small limits keep the slow cases fast; feeds fall due at once for the rerun."""
+def set_tight_limits(monkeypatch: pytest.MonkeyPatch, max_bytes: int) -> None:
+    """Small limits keep the slow cases fast; feeds fall due at once for a rerun."""
     for name, value in {
         "MARSAD_POLL_MIN_MINUTES": "0.01",
         "MARSAD_FETCH_READ_TIMEOUT": "1",
         "MARSAD_FETCH_CONNECT_TIMEOUT": "2",
         "MARSAD_FETCH_DEADLINE": "3",
-        "MARSAD_FETCH_MAX_BYTES": str(MAX_BYTES),
+        "MARSAD_FETCH_MAX_BYTES": str(max_bytes),
         "MARSAD_FETCH_MAX_REDIRECTS": "3",
     }.items():
         monkeypatch.setenv(name, value)
     reset_settings()
+
+
+@pytest.fixture(autouse=True)
+def _tight_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_tight_limits(monkeypatch, MAX_BYTES)
 
 
 # --- helpers shared with test_page_faults --------------------------------------------------------

@@ -18,7 +18,6 @@ from sqlalchemy import Engine, select
 
 from loopback import LoopbackServer
 from marsad import ingest as stages
-from marsad.config import reset_settings
 from marsad.db import session_scope
 from models import Article
 from test_feed_faults import (  # noqa: F401 - outside is a fixture
@@ -30,6 +29,7 @@ from test_feed_faults import (  # noqa: F401 - outside is a fixture
     outside,
     peak_rss_kib,
     run_ingest,
+    set_tight_limits,
 )
 from webdata import ARABIC_PARAGRAPHS, ENGLISH_PARAGRAPHS, Item, article_page, rss
 
@@ -41,15 +41,7 @@ SUMMARY = "The feed's own summary of the story."
 
 @pytest.fixture(autouse=True)
 def _tight_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {
-        "MARSAD_FETCH_READ_TIMEOUT": "1",
-        "MARSAD_FETCH_CONNECT_TIMEOUT": "2",
-        "MARSAD_FETCH_DEADLINE": "3",
-        "MARSAD_FETCH_MAX_BYTES": str(MAX_BYTES),
-        "MARSAD_FETCH_MAX_REDIRECTS": "3",
-    }.items():
-        monkeypatch.setenv(name, value)
-    reset_settings()
+    set_tight_limits(monkeypatch, MAX_BYTES)
 
 
 def nested_tags(count: int = 1_000_000) -> bytes:
