@@ -616,9 +616,11 @@ def _in_context(text: str, evidence: dict[str, Any], width: int = 60) -> Any:
     start, end = int(evidence.get("start", 0)), int(evidence.get("end", 0))
     before = text[max(0, start - width):start].replace("\n", " ")
     after = text[end:end + width].replace("\n", " ")
-    line = Text(f"[{evidence.get('field')}] …{before}")
-    line.append(text[start:end], style="reverse")
-    line.append(f"{after}…")
+    matched = text[start:end]
+    # The guillemets keep the match visible where the highlight is lost (a pipe, a file).
+    line = Text(f"{evidence.get('field')}: {evidence.get('term') or matched!s}  …{before}«")
+    line.append(matched, style="reverse")
+    line.append(f"»{after}…")
     return line
 
 
@@ -741,11 +743,11 @@ def tag(
     if input is not None:
         if file is not None:
             raise InputError("give either FILE or --input, not both")
-        rows = list(_tag_lines(tagger, input))
+        rows = _tag_lines(tagger, input)
         if format == "json":
-            _write_json(rows)
+            _write_json(list(rows))
         else:
-            _write_jsonl(rows)
+            _write_jsonl(rows)  # streamed: a large file is tagged line by line
         return
     if file is None and title is None:
         raise InputError("give a FILE, --title or --input FILE.jsonl")
@@ -778,6 +780,7 @@ def _tag_lines(tagger: Any, path: Path) -> Iterator[dict[str, Any]]:
         for number, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
+            record: Any = None
             try:
                 record = json.loads(raw.decode("utf-8"))
                 if not isinstance(record, dict):
@@ -786,7 +789,8 @@ def _tag_lines(tagger: Any, path: Path) -> Iterator[dict[str, Any]]:
                 if not isinstance(title, (str, type(None))) or not isinstance(text, (str, type(None))):
                     raise ValueError("title and text must be strings")
             except ValueError as exc:  # includes UnicodeDecodeError and JSONDecodeError
-                yield {"id": None, "line": number, "error": f"line {number}: {exc}"}
+                known_id = record.get("id") if isinstance(record, dict) else None
+                yield {"id": known_id, "line": number, "error": f"line {number}: {exc}"}
                 continue
             yield {"id": record.get("id")} | tagger.tag(title, text, record.get("language")).to_dict()
 
@@ -903,7 +907,7 @@ def trends(
             session, topics=topic or None, by=by.value, since=since_day, until=until_day, breakdown=key
         ) if spikes or plot else []
     if plot is not None:
-        path = analysis.plot(rows, plot, by=by.value, spikes=flagged)
+        path = analysis.plot(rows, plot, by=by.value, spikes=flagged, since=since_day, until=until_day)
         stderr.print(f"chart written to {path}", markup=False, highlight=False)
     shown = flagged if spikes else rows
     columns = ["period", "topic", *([key] if key else []), "count"]

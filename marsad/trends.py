@@ -433,18 +433,49 @@ def plot(
     title: str | None = None,
     max_lines: int = 8,
     tz: ZoneInfo | None = None,
+    since: date | None = None,
+    until: date | None = None,
 ) -> Path:
     """A PNG line chart of :func:`trends` rows: one line per topic (per topic and key for a
-    breakdown, the ``max_lines`` largest), spikes ringed, dates readable at any range. ``by``
+    breakdown, the ``max_lines`` largest, and the title says how many were left out), spikes
+    ringed, dates readable at any range, the legend beside the plot where it hides no data. ``by``
     (guessed from the periods when not given) and ``tz`` (default ``MARSAD_TIMEZONE``) name the
-    axes."""
+    axes; ``since``/``until`` fix the x-axis when the rows alone cannot (one period, or none)."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    figure = draw(rows, by=by, spikes=spikes, title=title, max_lines=max_lines, tz=tz, since=since, until=until)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, format="png")
+    except OSError as exc:
+        raise InputError(f"cannot write the chart to {path}: {exc.strerror or exc}") from exc
+    finally:
+        plt.close(figure)
+    return path
+
+
+_MARKERS = {"isis": "o", "coalition": "s", "regional_cooperation": "^"}
+
+
+def draw(
+    rows: Sequence[dict[str, Any]],
+    *,
+    by: str | None = None,
+    spikes: Sequence[dict[str, Any]] = (),
+    title: str | None = None,
+    max_lines: int = 8,
+    tz: ZoneInfo | None = None,
+    since: date | None = None,
+    until: date | None = None,
+) -> Any:
+    """The matplotlib ``Figure`` that :func:`plot` saves (the caller closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    path = Path(path)
     days = sorted({r["period"] for r in rows})
     by = by or _guess_granularity(days)
     breakdown = next((k for k in BREAKDOWNS if rows and k in rows[0]), None)
@@ -457,14 +488,18 @@ def plot(
 
     fig, ax = plt.subplots(figsize=(10, 4.8), dpi=120, layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    peak = 0
     for n, name in enumerate(chosen):
         topic, key = name
         points = sorted(series[name].items())
+        peak = max([peak, *(c for _, c in points)])
         label = TOPIC_LABELS.get(topic, topic) + (f" · {key or 'unknown'}" if breakdown else "")
         colour = TOPIC_COLOURS.get(topic) if not breakdown else colours[n % len(colours)]
+        # Distinct markers keep a topic visible where its line runs under another's.
         ax.plot(
             [p for p, _ in points], [c for _, c in points], label=label, color=colour,
-            linewidth=1.6, marker="o" if len(points) <= 40 else None, markersize=3,
+            linewidth=1.6, marker=_MARKERS.get(topic, "o") if len(points) <= 40 else None,
+            markersize=4 if len(points) > 1 else 7, markerfacecolor="none" if len(chosen) > 1 else colour,
         )
         marked = [s for s in spikes if s["topic"] == topic and (not breakdown or s.get(breakdown) == key)]
         if marked:
@@ -475,25 +510,45 @@ def plot(
     if spikes:
         ax.scatter([], [], s=90, facecolors="none", edgecolors="black", label="spike")
 
-    locator = mdates.AutoDateLocator(minticks=4, maxticks=10)
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    ax.set_ylim(bottom=0)
+    first, last = (days[0], days[-1]) if days else (since, until)
+    if first is not None and last is not None:
+        # One period alone would get an axis spanning years; none would get 1970.
+        pad = timedelta(days={"day": 1, "week": 7}.get(by, 31)) if first == last else timedelta(0)
+        ax.set_xlim(first - pad, last + pad)
+        shown_days = (last - first + 2 * pad).days
+        # A few periods must be ticked per period, never in hours.
+        locator = (
+            {"day": mdates.DayLocator, "week": lambda: mdates.WeekdayLocator(byweekday=mdates.MO)}.get(
+                by, mdates.MonthLocator
+            )()
+            if shown_days <= {"day": 12, "week": 84}.get(by, 366)
+            else mdates.AutoDateLocator(minticks=3, maxticks=10)
+        )
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    else:
+        ax.set_xticks([])
+    # Counts are whole articles: an all-zero range must not get a 0-0.05 axis of fractions.
+    ax.set_ylim(0, max(1, peak * 1.12))
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(f"articles per {by}")
     zone = (tz or get_settings().tz).key
     ax.set_xlabel(f"{by} ({zone})" if by == "day" else f"{by} starting ({zone})")
     ax.grid(True, alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
-    if days:
-        span = f"{days[0]:%d %b %Y} – {days[-1]:%d %b %Y}"
+    left_out = len(series) - len(chosen)
+    if first is not None and last is not None:
+        span = f"{first:%d %b %Y}" if first == last else f"{first:%d %b %Y} – {last:%d %b %Y}"
         grouping = f"topic and {breakdown}" if breakdown else "topic"
-        ax.set_title(title or f"Marsad: articles per {by} by {grouping}, {span}")
+        heading = f"Marsad: articles per {by} by {grouping}, {span}"
+        if peak == 0:
+            heading = f"Marsad: no articles, {span}"
+        ax.set_title(title or heading)
     else:
         ax.set_title(title or "Marsad: no articles in this range")
     if chosen:
-        ax.legend(loc="upper left", frameon=False, ncols=min(4, len(chosen) + bool(spikes)))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    plt.close(fig)
-    return path
+        fig.legend(
+            loc="outside right upper", frameon=False,
+            title=f"the {len(chosen)} largest of {len(series)}" if left_out else None,
+        )
+    return fig

@@ -124,6 +124,8 @@ def test_ingest_then_read_articles(db_url: str, http_server: LoopbackServer) -> 
 
     code, out, _ = marsad("articles", "show", str(raid["id"]))
     assert code == 0 and "isis" in out and "Four suspects" in out
+    matched = field_text[evidence["start"]:evidence["end"]]
+    assert f"«{matched}»" in out  # the match stays visible without a terminal's highlight
 
     code, out, _ = marsad("articles", "export", "--format", "jsonl")
     lines = [json.loads(line) for line in out.splitlines()]
@@ -165,16 +167,19 @@ def test_tag_input_jsonl_keeps_order_and_reports_bad_lines(tmp_path: Path) -> No
         + b"\xff\xfe not utf-8\n"
         + json.dumps({"id": 7, "title": "Football", "text": "The derby ended in a draw."}).encode()
         + b"\n"
+        + json.dumps({"id": "b", "title": ["not", "a", "string"]}).encode()
+        + b"\n"
     )
     code, out, _ = marsad("tag", "--input", str(lines), "--format", "jsonl")
     assert code == 0
-    first, bad_json, bad_bytes, fourth = (json.loads(line) for line in out.splitlines())
+    first, bad_json, bad_bytes, fourth, bad_title = (json.loads(line) for line in out.splitlines())
     assert first["id"] == "a" and [t["topic"] for t in first["topics"]] == ["isis"]
     evidence = first["topics"][0]["evidence"][0]
     assert set(evidence) == {"term", "field", "start", "end"}
     assert bad_json["line"] == 2 and "error" in bad_json
     assert bad_bytes["line"] == 3 and "utf-8" in bad_bytes["error"]
     assert fourth == {"id": 7, "topics": [], "places": [], "actors": []}
+    assert bad_title["id"] == "b" and bad_title["line"] == 5 and "strings" in bad_title["error"]
 
 
 def test_tag_a_text_file(tmp_path: Path) -> None:

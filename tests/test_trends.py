@@ -351,6 +351,82 @@ def test_plot_of_an_empty_range_still_writes_a_png(tmp_path: Path) -> None:
     assert path.read_bytes()[:4] == b"\x89PNG"
 
 
+
+def _x_days(figure) -> tuple[float, float]:
+    import matplotlib.dates as mdates
+
+    low, high = figure.axes[0].get_xlim()
+    return mdates.num2date(low).date(), mdates.num2date(high).date()
+
+
+def test_a_single_period_gets_an_axis_of_days_not_years() -> None:
+    import matplotlib.pyplot as plt
+
+    rows = [{"period": date(2026, 3, 5), "topic": t, "count": c} for t, c in (("isis", 3), ("coalition", 3))]
+    figure = trends.draw(rows, by="day", tz=BAGHDAD)
+    try:
+        assert _x_days(figure) == (date(2026, 3, 4), date(2026, 3, 6))
+        ticks = figure.axes[0].get_xticks()
+        assert all(float(t).is_integer() for t in ticks)  # whole days: no 06:00, 12:00 ticks
+        lines = figure.axes[0].get_lines()
+        assert {line.get_marker() for line in lines} == {"o", "s"}  # coincident points stay visible
+    finally:
+        plt.close(figure)
+
+
+def test_an_empty_or_all_zero_range_keeps_its_dates_and_whole_counts() -> None:
+    import matplotlib.pyplot as plt
+
+    empty = trends.draw([], by="day", since=date(2026, 3, 1), until=date(2026, 3, 9), tz=BAGHDAD)
+    zeros = trends.draw(
+        [{"period": date(2026, 3, 1) + timedelta(days=i), "topic": "isis", "count": 0} for i in range(5)],
+        by="day", tz=BAGHDAD,
+    )
+    try:
+        assert _x_days(empty) == (date(2026, 3, 1), date(2026, 3, 9))
+        assert "no articles" in empty.axes[0].get_title()
+        assert zeros.axes[0].get_ylim() == (0, 1)
+        assert all(float(t).is_integer() for t in zeros.axes[0].get_yticks())
+    finally:
+        plt.close(empty)
+        plt.close(zeros)
+
+
+def test_the_legend_sits_beside_the_data_and_says_what_was_left_out() -> None:
+    import matplotlib.pyplot as plt
+
+    rows = [
+        {"period": date(2026, 3, 1) + timedelta(days=i), "topic": topic, "place": place, "count": i % 7 + n}
+        for i in range(20)
+        for topic in ("isis", "coalition")
+        for n, place in enumerate(("Raqqa", "Idlib", "Anbar", "Hasakah", "Aleppo", "Homs"))
+    ]
+    figure = trends.draw(rows, by="day", tz=BAGHDAD)
+    try:
+        figure.canvas.draw()
+        axes, (legend,) = figure.axes[0], figure.legends
+        assert axes.get_legend() is None
+        renderer = figure.canvas.get_renderer()
+        assert legend.get_window_extent(renderer).x0 >= axes.get_window_extent(renderer).x1
+        assert legend.get_title().get_text() == "the 8 largest of 12"
+        assert len(legend.get_texts()) == 8
+    finally:
+        plt.close(figure)
+
+
+def test_a_chart_that_cannot_be_written_is_a_friendly_error(tmp_path: Path, db_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from marsad.cli import app
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputError, match="cannot write the chart"):
+        plot([], blocker / "chart.png", by="day", since=date(2026, 3, 1), until=date(2026, 3, 2))
+    result = CliRunner().invoke(app, ["trends", "--plot", str(blocker / "chart.png")])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("marsad: error: cannot write the chart") and "Traceback" not in result.stderr
+
 # --- the stored story times ---------------------------------------------------------------------
 
 
