@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import calendar
 import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import feedparser
 import pytest
@@ -200,7 +203,8 @@ def test_feed_is_served_and_parses(web: SampleWeb, name: str, content_type: str)
     for entry in parsed.entries:
         assert entry.link.startswith(web.base_url + "/")
         assert entry.get("id") and entry.title and entry.summary and entry.author
-        assert entry.published_parsed.tm_year == 2026
+        published = datetime.fromtimestamp(calendar.timegm(entry.published_parsed), UTC)
+        assert web.now - timedelta(days=4) < published <= web.now  # recent news, never ahead
 
 
 def test_arabic_feed_and_pages(web: SampleWeb, feeds: dict[str, feedparser.FeedParserDict]) -> None:
@@ -244,14 +248,11 @@ def test_every_item_page_is_served_except_the_missing_one(
         assert "{{BASE}}" not in html
         canonical = re.search(r'<link rel="canonical" href="([^"]+)">', html)
         assert canonical and canonical.group(1) == link.split("?")[0]
-        for needle in (
-            'property="article:published_time" content="2026-',
-            'property="og:site_name"',
-            'name="author"',
-            "<time ",
-            'datetime="2026-',
-        ):
+        for needle in ('property="og:site_name"', 'name="author"', "<time "):
             assert needle in html, (link, needle)
+        iso = r"\d{4}-\d\d-\d\dT\d\d:\d\d:00\+03:00"
+        assert re.search(f'property="article:published_time" content="{iso}"', html), link
+        assert re.search(f'<time [^>]*datetime="{iso}"', html), link
 
 
 def test_unknown_paths_and_traversal_are_404(web: SampleWeb) -> None:
@@ -356,3 +357,48 @@ def test_extraction_reads_the_page_metadata(feeds: dict[str, feedparser.FeedPars
             assert page.published_at is not None, entry.link
             assert page.published_at.date().isoformat() == published[:10], entry.link
             assert page.language == ("ar" if "/ar/" in entry.link else "en")
+
+
+# --- dates --------------------------------------------------------------------------------------
+
+
+def _feed_dates(web: SampleWeb) -> dict[str, datetime]:
+    out = {}
+    for feed in web.feeds():
+        for entry in feedparser.parse(fetch(feed["url"])[2]).entries:
+            out[entry.link] = datetime.fromtimestamp(calendar.timegm(entry.published_parsed), UTC)
+    return out
+
+
+@pytest.mark.parametrize("clock", ["00:05", "09:30", "23:50"])
+def test_the_sample_news_is_dated_from_the_day_the_server_starts(clock: str) -> None:
+    """Whatever the hour, the demo's news ran on the days before and on the day the server
+    started (in the analysts' zone), never later than its start, so a digest built right after
+    the demo's ingest has a trends strip of its own day."""
+    zone = ZoneInfo("Asia/Baghdad")
+    hour, minute = map(int, clock.split(":"))
+    now = datetime(2026, 11, 20, hour, minute, tzinfo=zone).astimezone(UTC)
+    with SampleWeb(now=now, tz=zone) as web:
+        dates = _feed_dates(web)
+        days = sorted({d.astimezone(zone).date() for d in dates.values()})
+        assert max(dates.values()) <= now
+        assert days[-1] == now.astimezone(zone).date() and days[0] >= days[-1] - timedelta(days=3)
+        # Most items ran on the day itself; the page and the feed agree on each date.
+        assert sum(d.astimezone(zone).date() == days[-1] for d in dates.values()) >= 5
+        for link, published in dates.items():
+            if urlsplit(link).path == MISSING_PATH:
+                continue
+            page = extract_page(fetch(link)[2], link)
+            assert page.published_at == published, link
+            html = fetch(link)[2].decode("utf-8")
+            if "/ar/" in link:  # the visible Arabic date names the same day
+                local = published.astimezone(ZoneInfo("Asia/Baghdad"))
+                assert re.search(rf"<time [^>]*>[^<]* {local.day} [^<]* {local.year} - {local:%H:%M}</time>", html), link
+
+
+def test_news_from_days_before_keeps_its_time_of_day() -> None:
+    now = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    with SampleWeb(now=now, tz=ZoneInfo("UTC")) as web:
+        earlier = [d for d in _feed_dates(web).values() if d.date() < now.date()]
+    assert earlier and all(d.minute in (5, 20) for d in earlier)  # 13:05 and 14:20, as written
+    assert sorted(d.strftime("%H:%M") for d in earlier) == ["13:05", "14:20"]
