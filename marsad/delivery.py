@@ -4,7 +4,10 @@ A run first *prepares*: for each recipient it builds and stores the day's digest
 its Message-ID and the articles it carries) unless that record exists. Then it *delivers* every
 record not yet delivered, claiming each with a conditional UPDATE so that two runs never send one
 digest twice. A failed send stays pending for the next run; a connection lost after the message was
-sent is "unknown" and retried once with the same bytes and Message-ID.
+sent is "unknown" and retried once with the same bytes and Message-ID. A digest the server refused
+for good (5xx, a refused login) or whose delivery stayed unknown twice is "failed": its articles stay
+carried by it, and :func:`resend` (``marsad digest --resend``) sends it again, once the cause is
+fixed, with the same bytes and Message-ID.
 """
 
 from __future__ import annotations
@@ -57,12 +60,16 @@ class DeliveryReport:
 class DigestSummary:
     prepared: int = 0
     reports: list[DeliveryReport] = field(default_factory=list)
+    requeued: int | None = None  # set by a resend, which prepares nothing
 
     def count(self, status: str) -> int:
         return sum(1 for r in self.reports if r.status == status)
 
     def as_log_line(self) -> str:
-        parts = [f"{self.prepared} digests prepared"]
+        if self.requeued is None:
+            parts = [f"{self.prepared} digests prepared"]
+        else:
+            parts = [f"{self.requeued} failed {'digest' if self.requeued == 1 else 'digests'} requeued"]
         for status in ("sent", "empty", "pending", "unknown", "failed", "skipped"):
             if n := self.count(status):
                 parts.append(f"{n} {status}")
@@ -200,7 +207,6 @@ def build_digest_view(
     now: datetime,
     alert: Spike | None = None,
 ) -> DigestView:
-    local_day = end.astimezone(settings.tz).date()
     return build_view(
         session,
         recipient=recipient.address,
@@ -211,7 +217,8 @@ def build_digest_view(
         tz=settings.tz,
         health=feed_health(session, now, timedelta(days=settings.silent_days)),
         max_stories=settings.digest_max_stories,
-        spikes=todays_spikes(session, settings, recipient.topics, local_day),
+        # The trends strip counts ``day``; its SPIKE marks must be about the same day.
+        spikes=todays_spikes(session, settings, recipient.topics, day),
         alert=alert,
     )
 
@@ -336,6 +343,7 @@ def smtp_server(settings: Settings) -> mail.SmtpServer | None:
         username=settings.smtp_username,
         password=settings.smtp_password,
         timeout=settings.smtp_timeout,
+        ca_file=settings.smtp_ca_file,
     )
 
 
@@ -397,6 +405,45 @@ def deliver(engine: Engine, settings: Settings, digest_id: int, now: datetime) -
     if unknown_attempts >= 1:
         return _finish(engine, report, DigestStatus.FAILED, f"unknown twice: {result.detail}")
     return _finish(engine, report, DigestStatus.UNKNOWN, result.detail, unknown=unknown_attempts + 1)
+
+
+def requeue(
+    engine: Engine, day: date | None = None, to: Sequence[str] | None = None
+) -> list[int]:
+    """Put failed daily digests (of ``day``, of ``to``, or all) back as pending, with their stored
+    message and Message-ID, and a fresh allowance of one "unknown" retry; returns their ids, oldest
+    first. Spike alerts are not requeued: their stories come in the daily digest anyway."""
+    query = select(Digest.id).where(Digest.status == DigestStatus.FAILED, Digest.kind == DAILY)
+    if day is not None:
+        query = query.where(Digest.digest_date == day)
+    if to:
+        query = query.where(Digest.recipient.in_([check_address(a) for a in to]))
+    with session_scope(engine) as session:
+        ids = list(session.scalars(query.order_by(Digest.digest_date, Digest.id)))
+        if ids:
+            session.execute(
+                update(Digest)
+                # Conditional: a concurrent resend requeues (and then sends) each digest once.
+                .where(Digest.id.in_(ids), Digest.status == DigestStatus.FAILED)
+                .values(status=DigestStatus.PENDING, unknown_attempts=0)
+                .execution_options(synchronize_session=False)
+            )
+    return ids
+
+
+def resend(
+    engine: Engine,
+    settings: Settings,
+    now: datetime,
+    day: date | None = None,
+    to: Sequence[str] | None = None,
+) -> DigestSummary:
+    """Requeue failed digests (see :func:`requeue`) and deliver them now; builds nothing new."""
+    ids = requeue(engine, day, to)
+    summary = DigestSummary(requeued=len(ids))
+    for digest_id in ids:
+        summary.reports.append(deliver(engine, settings, digest_id, now))
+    return summary
 
 
 def _finish(

@@ -23,12 +23,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from marsad.errors import InputError
 from marsad.health import FeedHealth
 from marsad.tagging import TOPICS
+from marsad.trends import local_midnight, trends
 from models import DAILY, Article, ArticleTag, Digest, DigestItem, Feed
 
 TOPIC_LABELS = {
@@ -46,11 +47,22 @@ LOOKBACK = timedelta(hours=6)
 SNIPPET_BEFORE, SNIPPET_AFTER = 110, 230
 PLAIN_SNIPPET = 280
 MAX_TERMS = 8
+# A long section lists this many of the stories it does not show in full, as one line each.
+MORE_LISTED = 15
+# `marsad articles list` prints this many rows unless given --limit (marsad.cli.TABLE_LIMIT).
+ARTICLES_LIST_DEFAULT_LIMIT = 50
+# Scripts written right to left: a story in one of these languages is laid out right to left.
+RTL_LANGUAGES = frozenset({"ar", "fa", "he", "ur", "ps", "ckb", "yi", "dv", "sd", "ug"})
 # Several outlets carrying a story make it more relevant, a little: never more than a stronger tag.
 OUTLET_BONUS, OUTLET_BONUS_MAX = 0.03, 4
 
 _WHITESPACE = re.compile(r"\s+")
 _SAFE_URL = re.compile(r"^https?://[^\s\x00-\x1f\x7f]+$", re.IGNORECASE)
+_LANGUAGE_TAG = re.compile(r"^[a-z]{2,3}$")
+# Strong right-to-left characters (Hebrew, Arabic, Syriac, Thaana, N'Ko... and their presentation
+# forms): text holding one is isolated in the plain part so that it cannot reorder its neighbours.
+_RTL_CHAR = re.compile("[\u0590-\u08ff\ufb1d-\ufdff\ufe70-\ufefc]")
+FSI, PDI = "\u2068", "\u2069"  # Unicode bidi isolates: FIRST STRONG ISOLATE ... POP DIRECTIONAL ISOLATE
 
 
 # --- the view -----------------------------------------------------------------------------------
@@ -80,6 +92,10 @@ class Story:
     places: tuple[str, ...]
     also_reported_by: tuple[str, ...]
     source_label: str | None = None  # "state media", "official"...: how to weigh the source
+    language: str | None = None  # the article's primary language subtag ("ar", "fa"), when known
+    # The day, in the analysts' time zone, on which `marsad articles list --topic <section>` lists
+    # the story: its first article carrying the section's topic (published, else first seen).
+    listed_on: date | None = None
 
     @property
     def plain_snippet(self) -> str:
@@ -96,7 +112,18 @@ class Section:
     label: str
     colour: str
     stories: tuple[Story, ...]  # the most relevant first, at most digest_max_stories
-    more: int  # stories of the section not shown
+    rest: tuple[Story, ...] = ()  # the section's other stories, listed one line each
+    more_command: str = ""  # a `marsad articles list` line that lists every story in ``rest``
+
+    @property
+    def more(self) -> int:
+        """Stories of the section not shown in full."""
+        return len(self.rest)
+
+    @property
+    def listed(self) -> tuple[Story, ...]:
+        """The first of ``rest``, named one line each below the section."""
+        return self.rest[:MORE_LISTED]
 
     @property
     def total(self) -> int:
@@ -105,12 +132,16 @@ class Section:
 
 @dataclass(frozen=True)
 class TrendBar:
+    """One topic's articles on the digest's day against the days before it, counted as
+    ``marsad trends --by day`` counts them (publication day, else first seen, in the analysts'
+    time zone; every article, copies of one story too)."""
+
     topic: str
     label: str
     colour: str
-    today: int  # the 24 hours before the cut-off
-    avg7: float  # daily mean over the 7 days before those
-    avg28: float  # daily mean over the 28 days before those
+    today: int  # articles of the digest's day (so far, when the day is not over)
+    avg7: float  # daily mean over the 7 days before it
+    avg28: float  # daily mean over the 28 days before it
 
     def width(self, value: float, scale: float) -> int:
         """Bar width in percent of the widest bar of the strip (at least 1 for a non-zero value)."""
@@ -144,6 +175,11 @@ class DigestView:
     late_copies: int = 0  # copies of stories sent in an earlier digest: carried, not shown again
     spikes: tuple[Spike, ...] = ()
     alert: Spike | None = None  # set on a spike alert, sent at once rather than with the digest
+
+    @property
+    def trend_day_partial(self) -> bool:
+        """The digest's day was not over when it was built: its trend counts are "so far"."""
+        return self.period_end.date() <= self.day
 
     def spike(self, topic: str) -> Spike | None:
         return next((s for s in self.spikes if s.topic == topic), None)
@@ -262,7 +298,11 @@ def build_view(
                 scores[topic] = max(score, scores.get(topic, 0.0))
         topic = max(scores, key=lambda t: (scores[t], -TOPICS.index(t)))
         also = tuple(name for name in outlets.get(cluster_id, ()) if name != lead.source)
-        story = _story(lead, topic, scores, also, tz)
+        # `articles list --topic` finds the story through its first article carrying the topic.
+        listed = min(
+            (m for m in members if topic in m.scores), key=lambda c: (_story_time(c.article), c.article.id)
+        )
+        story = _story(lead, topic, scores, also, tz, listed.article.story_at or _story_time(listed.article))
         by_topic[topic].append(story)
 
     sections = []
@@ -271,13 +311,15 @@ def build_view(
             by_topic.get(topic, ()),
             key=lambda s: (-s.relevance, -(s.published.timestamp() if s.published else 0), s.article_id),
         )
+        rest = tuple(stories[max_stories:])
         sections.append(
             Section(
                 topic,
                 TOPIC_LABELS[topic],
                 TOPIC_COLOURS[topic],
                 tuple(stories[:max_stories]),
-                max(0, len(stories) - max_stories),
+                rest,
+                more_command(session, topic, rest, tz),
             )
         )
     return DigestView(
@@ -287,7 +329,7 @@ def build_view(
         timezone=str(tz),
         topics=topics,
         sections=tuple(sections),
-        trends=trend_bars(session, topics, period_end),
+        trends=trend_bars(session, topics, day, tz),
         health=health,
         article_ids=tuple(a.id for a in articles),
         late_copies=late_copies,
@@ -328,10 +370,42 @@ def _cluster_outlets(
     return {cluster_id: tuple(names) for cluster_id, names in out.items()}
 
 
+def more_command(session: Session, topic: str, rest: Sequence[Story], tz: ZoneInfo) -> str:
+    """A `marsad articles list` line whose output includes every story of ``rest``: the section's
+    topic over the days (in ``tz``, as --since and --until read them) on which they were published,
+    with --limit when the default screenful would cut the list short."""
+    days = [s.listed_on for s in rest if s.listed_on is not None]
+    if not days:
+        return ""
+    first, last = min(days), max(days)
+    command = f"marsad articles list --topic {topic} --since {first.isoformat()} --until {last.isoformat()}"
+    lo, hi = local_midnight(first, tz), local_midnight(last + timedelta(days=1), tz)
+    listed = session.scalar(
+        select(func.count())
+        .select_from(ArticleTag)
+        .where(ArticleTag.topic == topic, ArticleTag.story_at >= lo, ArticleTag.story_at < hi)
+    ) or 0
+    if listed > ARTICLES_LIST_DEFAULT_LIMIT:
+        command += f" --limit {listed}"
+    return command
+
+
+def _language(value: str | None) -> str | None:
+    """The primary subtag of a stored language code, when it is one (it comes from the page)."""
+    primary = (value or "").strip().lower().replace("_", "-").split("-")[0]
+    return primary if _LANGUAGE_TAG.match(primary) else None
+
+
 def _story(
-    lead: _Candidate, topic: str, scores: dict[str, float], also: tuple[str, ...], tz: ZoneInfo
+    lead: _Candidate,
+    topic: str,
+    scores: dict[str, float],
+    also: tuple[str, ...],
+    tz: ZoneInfo,
+    listed_at: datetime | None = None,
 ) -> Story:
     article = lead.article
+    language = _language(article.language)
     text = article.text or article.summary or ""
     tags = {t.topic: t for t in article.tags if t.topic in scores}
     spans = sorted(
@@ -359,7 +433,7 @@ def _story(
         url=url,
         source=lead.source,
         published=article.published_at.astimezone(tz) if article.published_at else None,
-        rtl=(article.language or "").split("-")[0] in ("ar", "fa", "he", "ur"),
+        rtl=language in RTL_LANGUAGES,
         topic=topic,
         score=scores[topic],
         topics=(topic, *others),
@@ -368,6 +442,8 @@ def _story(
         places=tuple(article.places or ())[:6],
         also_reported_by=also,
         source_label=lead.source_label,
+        language=language,
+        listed_on=listed_at.astimezone(tz).date() if listed_at else None,
     )
 
 
@@ -424,36 +500,25 @@ def snippet(
     return tuple(Fragment(_WHITESPACE.sub(" ", p.text), p.marked) for p in pieces)
 
 
-def trend_bars(session: Session, topics: Sequence[str], end: datetime) -> tuple[TrendBar, ...]:
-    """Per topic: articles of the last 24 hours before ``end`` against the daily means of the 7
-    and 28 days before them, by publication time (arrival when undated), as ``marsad trends``."""
-    # The copy of the story time on each tag: one index range scan per topic, no join.
-    story_time = ArticleTag.story_at
-    day_start = end - timedelta(days=1)
-    week_start, month_start = day_start - timedelta(days=7), day_start - timedelta(days=28)
+def trend_bars(session: Session, topics: Sequence[str], day: date, tz: ZoneInfo) -> tuple[TrendBar, ...]:
+    """Per topic: articles of ``day`` (a calendar day in ``tz``) against the daily means of the 7
+    and 28 days before it, counted by :func:`marsad.trends.trends` as ``marsad trends`` counts."""
+    if not topics:
+        return ()
+    rows = trends(session, topics=topics, by="day", since=day - timedelta(days=28), until=day, tz=tz)
+    counts = {(row["period"], row["topic"]): row["count"] for row in rows}
 
-    def between(a: datetime, b: datetime) -> Any:
-        return func.sum(case((and_(story_time >= a, story_time < b), 1), else_=0))
+    def before(topic: str, days: int) -> int:
+        return sum(counts.get((day - timedelta(days=n), topic), 0) for n in range(1, days + 1))
 
-    rows = session.execute(
-        select(
-            ArticleTag.topic,
-            between(day_start, end),
-            between(week_start, day_start),
-            between(month_start, day_start),
-        )
-        .where(ArticleTag.topic.in_(topics), story_time >= month_start, story_time < end)
-        .group_by(ArticleTag.topic)
-    ).all()
-    counts = {topic: (int(d or 0), int(w or 0), int(m or 0)) for topic, d, w, m in rows}
     return tuple(
         TrendBar(
             topic,
             TOPIC_LABELS[topic],
             TOPIC_COLOURS[topic],
-            counts.get(topic, (0, 0, 0))[0],
-            round(counts.get(topic, (0, 0, 0))[1] / 7, 1),
-            round(counts.get(topic, (0, 0, 0))[2] / 28, 1),
+            counts.get((day, topic), 0),
+            round(before(topic, 7) / 7, 1),
+            round(before(topic, 28) / 28, 1),
         )
         for topic in topics
     )
@@ -476,19 +541,40 @@ def _environment() -> tuple[Environment, Environment]:
     # The plain-text part is not HTML: escaping would show "&amp;" to the reader.
     text = Environment(autoescape=False, **common)
     text.filters["wrap"] = _wrap
+    text.filters["isolate"] = isolate
     for env in (html, text):
         env.filters["when"] = _format_when
+        env.filters["short_day"] = _format_short_day
         env.globals["SHORT_LABELS"] = SHORT_LABELS
     return html, text
 
 
+def isolate(value: str) -> str:
+    """``value`` between Unicode bidi isolates when it holds right-to-left text, so that in a
+    plain-text line it reads as one unit and the separators and dates around it keep their order
+    ("⁨الجسر⁩ · 13 Mar 2026", not the date's day pulled next to the name). HTML uses <bdi>."""
+    return f"{FSI}{value}{PDI}" if _RTL_CHAR.search(value) else value
+
+
+_ISOLATED = re.compile(f"{FSI}[^{PDI}]*{PDI}")
+_GLUE = "\ue000"  # a private-use character: stands for the spaces inside an isolate while wrapping
+
+
 def _wrap(value: str, indent: int = 2) -> str:
+    """Lines of at most 76 characters; never broken inside an isolate (a break would end it)."""
     pad = " " * indent
-    return textwrap.fill(value, width=76, initial_indent=pad, subsequent_indent=pad, break_long_words=False, break_on_hyphens=False)
+    glued = _ISOLATED.sub(lambda m: m.group().replace(" ", _GLUE), value.replace(_GLUE, " "))
+    return textwrap.fill(
+        glued, width=76, initial_indent=pad, subsequent_indent=pad, break_long_words=False, break_on_hyphens=False
+    ).replace(_GLUE, " ")
 
 
 def _format_when(value: datetime | None) -> str:
     return f"{value:%d %b %Y, %H:%M}" if value else "undated"
+
+
+def _format_short_day(value: datetime | date | None) -> str:
+    return f"{value.day} {value:%b}" if value else "undated"
 
 
 def render_html(view: DigestView) -> str:

@@ -71,6 +71,17 @@ AMMAN_BAGHDAD = Sample(
     frozenset({"regional_cooperation", "isis"}),
 )
 
+ANBAR_AMBUSH = Sample(
+    "anbar-ambush",
+    "مقتل جنديين عراقيين بهجوم لخلايا «داعش» في صحراء الأنبار",
+    "الرمادي - قُتل جنديان عراقيان وأصيب ثلاثة آخرون بجروح فجر الجمعة في هجوم شنّه مسلحون من تنظيم "
+    "«داعش» على نقطة مراقبة للجيش في صحراء محافظة الأنبار غربي العراق، بحسب مصدر أمني. وقال المصدر "
+    "إن المهاجمين استخدموا أسلحة خفيفة وقذائف هاون قبل أن ينسحبوا باتجاه وادي حوران، وإن القوات "
+    "الأمنية بدأت عملية تمشيط واسعة.",
+    "ar",
+    frozenset({"isis"}),
+)
+
 WHEAT_PRICES = Sample(
     "wheat-prices",
     "Wheat prices ease in Damascus markets after a good harvest",
@@ -92,8 +103,10 @@ HOSTILE = Sample(
 )
 
 
-def add_feed(session: Session, name: str, url: str) -> Feed:
-    feed = Feed(url=url, name=name, language="en")
+def add_feed(
+    session: Session, name: str, url: str, *, language: str = "en", source_type: str | None = None
+) -> Feed:
+    feed = Feed(url=url, name=name, language=language, source_type=source_type)
     session.add(feed)
     session.flush()
     return feed
@@ -134,3 +147,115 @@ def add_article(
     write_tags(session, article.id, [t.to_dict() for t in result.topics], tagger.version, fetched)
     assign_cluster(session, article.id, sample.text, published or fetched)
     return article
+
+
+# --- a realistic morning, for the picture in the README ------------------------------------------
+
+AL_HOL_SWEEP = Sample(
+    "al-hol-sweep",
+    "Al-Hol camp sweep uncovers tunnel, cash and ISIS recruitment material",
+    "HASAKAH - Security forces in north-eastern Syria have finished a five-day search of al-Hol "
+    "camp, seizing cash, mobile phones and Islamic State recruitment material and discovering a "
+    "short tunnel dug beneath a tent in the camp's foreign section, camp officials said. The sweep "
+    "began after a guard was stabbed last week. Officials say women loyal to the group enforce its "
+    "rules inside the annex and smuggle money in through relatives.",
+    "en",
+    frozenset({"isis"}),
+)
+
+ERBIL_FINANCIER = Sample(
+    "erbil-financier",
+    "Kurdistan security forces arrest suspected ISIS financier in Erbil",
+    "ERBIL - Asayish officers have detained a man accused of moving money to Islamic State cells in "
+    "Syria's al-Hol camp and in Iraq's Hamrin mountains through a chain of currency exchange offices, "
+    "the Kurdistan Region's security council said. Investigators seized ledgers, phones and about "
+    "$120,000 in cash, and said further arrests were expected.",
+    "en",
+    frozenset({"isis"}),
+)
+
+COALITION_ADVISERS = Sample(
+    "coalition-advisers",
+    "Coalition advisers to stay in Erbil through 2027, Iraqi officials say",
+    "BAGHDAD - Advisers of the U.S.-led coalition against ISIS will remain at the Harir air base and "
+    "in Erbil until September 2027 under the transition agreed with Washington, two Iraqi officials "
+    "said on Thursday. The Global Coalition to Defeat ISIS has already handed over its bases in "
+    "Baghdad and Anbar to the Iraqi army.",
+    "en",
+    frozenset({"isis", "coalition"}),
+)
+
+BORDER_CENTRE = Sample(
+    "border-centre",
+    "Jordan and Syria agree to share border intelligence from a joint Amman centre",
+    "AMMAN - The interior ministers of Jordan and Syria signed a protocol on Tuesday to exchange "
+    "intelligence on their shared border through a joint coordination centre in Amman, targeting "
+    "captagon smuggling networks. Liaison officers from both ministries will staff the centre, a "
+    "joint statement said, in the closest security ties between the two neighbours in a decade.",
+    "en",
+    frozenset({"regional_cooperation"}),
+)
+
+
+def _history(n: int, topic: str) -> Sample:
+    """An older story of ``topic``, different from today's so that it joins none of their clusters."""
+    places = ["Tikrit", "Baiji", "Samarra", "Haditha", "Rawa", "Qaim", "Makhmour"]
+    place = places[n % len(places)]
+    if topic == "isis":
+        return Sample(
+            f"isis-history-{n}", f"Army repels ISIS attack on outpost near {place}",
+            f"Soldiers repelled an attack by Islamic State fighters on an army outpost near {place} "
+            f"overnight, officials said; report {n}.", "en", frozenset({"isis"}))
+    if topic == "coalition":
+        return Sample(
+            f"coalition-history-{n}", f"Coalition aircraft support Iraqi operation near {place}",
+            f"Aircraft of the U.S.-led coalition supported an Iraqi army operation against ISIS "
+            f"remnants near {place}, the Joint Operations Command said; report {n}.",
+            "en", frozenset({"isis", "coalition"}))
+    return Sample(
+        f"cooperation-history-{n}", f"Iraq and Jordan hold border security talks in {place}",
+        f"The interior ministers of Iraq and Jordan signed a protocol to exchange intelligence and "
+        f"hold joint patrols on the border, a joint statement from {place} said; report {n}.",
+        "en", frozenset({"regional_cooperation"}))
+
+
+def store_showcase(session: Session, now: datetime) -> None:
+    """A morning an analyst might see: five outlets (one Arabic, one official, one wire), a month
+    of earlier coverage, an ISIS spike today, one story carried by three outlets, one failing feed.
+    ``now`` is the digest's cut-off; today's stories ran in the hours before it."""
+    monitor = add_feed(session, "Levant Monitor", "https://levant-monitor.example/feed", source_type="independent")
+    post = add_feed(session, "The Euphrates Post", "https://euphrates-post.example/rss", source_type="independent")
+    jisr = add_feed(session, "Al-Jisr (الجسر)", "https://al-jisr.example/atom", language="ar", source_type="independent")
+    gazette = add_feed(session, "Baghdad Official Gazette", "https://gazette.example/rss", source_type="official")
+    wire = add_feed(session, "Regional Wire", "https://regional-wire.example/rss", source_type="wire")
+    furat = add_feed(session, "Furat Voice", "https://furat-voice.example/feed", source_type="independent")
+    furat.error_count, furat.last_status, furat.last_error = 4, "error", "HTTP 503"
+    furat.last_success_at = now - timedelta(days=1, hours=3)
+
+    # A month of coverage before yesterday (whose stories a first digest would carry): one ISIS
+    # story most days, a few of the others.
+    for day in range(2, 30):
+        when = now - timedelta(days=day, hours=day % 5)
+        if day % 7 != 3:
+            add_article(session, (monitor, post)[day % 2], _history(day, "isis"), fetched=when, published=when)
+        if day % 4 == 0:
+            add_article(session, post, _history(day, "coalition"), fetched=when, published=when)
+        if day % 5 == 0:
+            add_article(session, monitor, _history(day, "regional_cooperation"), fetched=when, published=when)
+
+    def today(feed: Feed, sample: Sample, hours: float, **kw: str) -> None:
+        when = now - timedelta(hours=hours)
+        add_article(session, feed, sample, fetched=when + timedelta(minutes=10), published=when, **kw)
+
+    today(monitor, HAMRIN_RAID, 5.5)
+    today(wire, HAMRIN_RAID_COPY, 5)
+    today(post, Sample("hamrin-post", "Iraqi troops kill three ISIS fighters in Hamrin cave raid",
+                       HAMRIN_RAID.text.replace("KIRKUK - ", "KIRKUK (Euphrates Post) - "), "en",
+                       frozenset({"isis"})), 4.5)
+    today(jisr, ANBAR_AMBUSH, 4)
+    today(monitor, AL_HOL_SWEEP, 3)
+    today(post, ERBIL_FINANCIER, 2)
+    today(gazette, COALITION_ADVISERS, 1.5)
+    today(monitor, CENTCOM_STRIKE, 6)
+    today(jisr, AMMAN_BAGHDAD, 2.5)
+    today(monitor, BORDER_CENTRE, 1)

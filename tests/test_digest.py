@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -9,11 +10,14 @@ import subprocess
 import threading
 from datetime import date, datetime, timedelta, timezone
 from email.message import EmailMessage
+from html.parser import HTMLParser
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from digest_data import (
     AMMAN_BAGHDAD,
+    ANBAR_AMBUSH,
     CENTCOM_STRIKE,
     HAMRIN_RAID,
     HAMRIN_RAID_COPY,
@@ -22,8 +26,9 @@ from digest_data import (
     Sample,
     add_article,
     add_feed,
+    store_showcase,
 )
-from smtp import SmtpServer
+from smtp import Certificate, SmtpServer, issue_certificate
 from sqlalchemy import Engine, func, select
 
 from marsad import delivery
@@ -31,7 +36,7 @@ from marsad.config import get_settings, reset_settings
 from marsad.db import session_scope
 from marsad.digest import check_address
 from marsad.errors import InputError
-from models import Digest, DigestItem, DigestStatus, Feed
+from models import Article, Digest, DigestItem, DigestStatus, Feed
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=timezone.utc)
 DAY = date(2026, 11, 20)
@@ -114,7 +119,7 @@ def test_digest_arrives_once_well_formed_and_grouped_by_topic(
     assert isis_at < text.index(HAMRIN_RAID.title) < coalition_at < text.index(CENTCOM_STRIKE.title) < regional_at
     assert text.index(AMMAN_BAGHDAD.title) > regional_at
     assert "Also reported by: Wire & <Co>" in text
-    assert "Also reported by: <span dir=\"auto\">Wire &amp; &lt;Co&gt;</span>" in html
+    assert "Also reported by: <bdi>Wire &amp; &lt;Co&gt;</bdi>" in html
     # Evidence highlighted in the snippet, in both parts.
     assert "<mark" in html and re.search(r"<mark[^>]*>Islamic State</mark>", html)
     assert "*Islamic State*" in text
@@ -122,6 +127,83 @@ def test_digest_arrives_once_well_formed_and_grouped_by_topic(
     # The Arabic story reads right to left.
     arabic_block = html[html.index(AMMAN_BAGHDAD.title) - 600 : html.index(AMMAN_BAGHDAD.title)]
     assert 'dir="rtl"' in arabic_block
+
+
+class _TextNodes(HTMLParser):
+    """Every text node of a document with the elements (tag, attributes) it sits in."""
+
+    VOID = frozenset({"br", "meta", "img", "hr", "input", "link"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, dict[str, str | None]]] = []
+        self.nodes: list[tuple[str, list[tuple[str, dict[str, str | None]]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self.VOID:
+            self.stack.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag: str) -> None:
+        while self.stack and self.stack.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        if data.strip():
+            self.nodes.append((data, list(self.stack)))
+
+
+def text_nodes(html: str) -> list[tuple[str, list[tuple[str, dict[str, str | None]]]]]:
+    parser = _TextNodes()
+    parser.feed(html)
+    return parser.nodes
+
+
+def _inside(stack: list[tuple[str, dict[str, str | None]]], tag: str, **attrs: str) -> bool:
+    return any(t == tag and all(a.get(k) == v for k, v in attrs.items()) for t, a in stack)
+
+
+def test_right_to_left_names_are_isolated_so_the_date_and_separators_keep_their_order(
+    engine: Engine, newsroom: dict[str, int], smtp_server: SmtpServer
+) -> None:
+    """An Arabic outlet's name followed by " · 20 Nov 2026, 05:00" used to read "20 · الجسر Nov
+    2026": the day pulled next to the name. Each fetched name and title is isolated now: <bdi> in
+    HTML, FSI...PDI in the plain part; and a story carries its own language, not always "ar"."""
+    with session_scope(engine) as session:
+        persian = session.get(Article, newsroom["amman"])
+        assert persian is not None
+        persian.language = "fa-IR"  # stored as a Persian outlet would label it
+        feed = session.scalar(select(Feed).where(Feed.name == "الجسر"))
+        add_article(session, feed, ANBAR_AMBUSH, fetched=NOW - timedelta(minutes=30),
+                    published=NOW - timedelta(days=3))
+    run_digest(engine)
+    text, html = (part.replace("\r\n", "\n") for part in parts(smtp_server.sink.messages()[0]))
+
+    # Plain text: the name between isolates; the date and the topic after it, as written.
+    assert "\n  \u2068الجسر\u2069 · 20 Nov 2026, 05:00 · also ISIS\n" in text
+    assert f"\n* \u2068{AMMAN_BAGHDAD.title}\u2069\n" in text
+    assert "Matched: \u2068" in text  # the Arabic terms that tagged it, each isolated
+    assert "\u2068Levant Monitor" not in text  # left-to-right names need nothing
+
+    nodes = text_nodes(html)
+    title = next(stack for node, stack in nodes if node == AMMAN_BAGHDAD.title)
+    assert _inside(title, "bdi") and _inside(title, "div", lang="fa", dir="rtl")
+    assert not _inside(title, "div", lang="ar")  # Persian is not marked as Arabic any more
+    ambush = next(stack for node, stack in nodes if node == ANBAR_AMBUSH.title)
+    assert _inside(ambush, "bdi") and _inside(ambush, "div", lang="ar", dir="rtl")
+    # The source line: the name alone in a <bdi>, the separators and the date outside it, in a
+    # left-to-right line of the story.
+    names = [i for i, (node, _) in enumerate(nodes) if node == "الجسر"]
+    assert names
+    for i in names:
+        assert _inside(nodes[i][1], "bdi") and _inside(nodes[i][1], "div", dir="ltr")
+        following = "".join(node for node, _ in nodes[i + 1 : i + 3])
+        assert re.match(r"\s*·\s*\d\d \w{3} 2026, \d\d:\d\d", following), following
+        assert not any(_inside(stack, "bdi") for _, stack in nodes[i + 1 : i + 3])
+    # No fetched string is left bare next to a separator, and dir="auto" on a <b> is gone.
+    assert 'dir="auto"' not in html
+    for node, stack in nodes:
+        if re.search("[\u0600-\u06ff]", node) and _inside(stack, "div", dir="ltr"):
+            assert _inside(stack, "bdi"), node
 
 
 def test_fetched_text_is_escaped_and_unsafe_links_are_not_clickable(
@@ -199,25 +281,69 @@ def test_late_copy_of_a_story_already_sent_is_not_shown_again(
     assert "1 later copy of stories sent in earlier digests not shown again." in text  # the strike
 
 
-def test_long_section_shows_its_top_stories_and_counts_the_rest(
+def test_long_section_shows_its_top_stories_and_lists_the_rest_with_a_command_that_finds_them(
     engine: Engine, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Stories that arrive today may have been published days ago (a late feed, a backfill): the
+    suggested `articles list` reads publication days, so it must cover theirs."""
+    from test_cli import marsad
+
     monkeypatch.setenv("MARSAD_DIGEST_MAX_STORIES", "2")
     reset_settings()
+    towns = ["Tikrit", "Baiji", "Samarra", "Haditha"]
     with session_scope(engine) as session:
         feed = add_feed(session, "Levant Monitor", "https://levant-monitor.example/feed")
-        for n, town in enumerate(["Tikrit", "Baiji", "Samarra", "Haditha"]):
+        ids = [
             add_article(session, feed, Sample(
                 f"raid-{n}", f"Islamic State cell dismantled near {town}",
                 f"Iraqi forces dismantled an Islamic State cell near {town} on day {n}, seizing "
                 f"weapons; {n + 2} ISIS suspects were detained, officials said.",
-                "en", frozenset({"isis"})), fetched=NOW - timedelta(hours=n + 1))
+                "en", frozenset({"isis"})), fetched=NOW - timedelta(hours=n + 1),
+                published=NOW - timedelta(days=n, hours=1)).id  # 20, 19, 18 and 17 Nov
+            for n, town in enumerate(towns)
+        ]
     run_digest(engine)
     text, html = parts(smtp_server.sink.messages()[0])
     assert "== ISIS (4) ==" in text
     assert text.count("* Islamic State cell dismantled") == 2
-    assert "2 more stories: marsad articles list --topic isis --since 2026-11-19" in text
-    assert "2 more stories in this section" in html
+    # The two not shown in full are named, one line each, with their links.
+    assert "2 more stories in this section:" in text and "2 more stories in this section:" in html
+    assert "  - Islamic State cell dismantled near Samarra (Levant Monitor, 18 Nov)" in text
+    assert "  - Islamic State cell dismantled near Haditha (Levant Monitor, 17 Nov)" in text
+    assert "https://levant-monitor.example/raid-3" in text and 'href="https://levant-monitor.example/raid-3"' in html
+    command = "marsad articles list --topic isis --since 2026-11-17 --until 2026-11-18"
+    assert f"All of them, with their ids: {command}" in text and command in html
+
+    code, out, err = marsad(*command.split()[1:], "--format", "json")
+    assert code == 0, err
+    assert {row["id"] for row in json.loads(out)} == {ids[2], ids[3]}
+
+
+def test_the_more_command_asks_for_every_row_when_a_screenful_would_cut_it_short(
+    engine: Engine, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`articles list` prints 50 rows unless told otherwise: 60 stories' command says --limit 60."""
+    from test_cli import marsad
+
+    monkeypatch.setenv("MARSAD_DIGEST_MAX_STORIES", "1")
+    reset_settings()
+    with session_scope(engine) as session:
+        feed = add_feed(session, "Levant Monitor", "https://levant-monitor.example/feed")
+        for n in range(60):
+            add_article(session, feed, Sample(
+                f"attack-{n}", f"ISIS attack number {n} repelled near outpost {n}",
+                f"Fighters of the Islamic State attacked army outpost {n} in the desert; soldiers "
+                f"repelled the ISIS attack, the army said, and {n} attackers fled toward the border.",
+                "en", frozenset({"isis"})), fetched=NOW - timedelta(minutes=n + 1),
+                published=NOW - timedelta(days=1, minutes=n))
+    run_digest(engine)
+    text, _ = parts(smtp_server.sink.messages()[0])
+    command = "marsad articles list --topic isis --since 2026-11-19 --until 2026-11-19 --limit 60"
+    assert f"All of them, with their ids: {command}" in text
+    assert "and 44 more." in text  # 59 not shown in full, 15 named
+    code, out, err = marsad(*command.split()[1:])
+    assert code == 0, err
+    assert "outpost 59" in out and "outpost 1" in out
 
 
 def test_subscription_topics_filter_a_recipient_digest(engine: Engine, newsroom: dict[str, int], smtp_server: SmtpServer) -> None:
@@ -232,26 +358,88 @@ def test_subscription_topics_filter_a_recipient_digest(engine: Engine, newsroom:
     assert "1 story (regional cooperation 1)" in by_recipient["cooperation@desk.test"]["Subject"]
 
 
+def _isis_attack(slug: str, n: int) -> Sample:
+    return Sample(
+        slug, f"ISIS attack number {n} repelled",
+        f"Fighters of the Islamic State attacked army post {n}; soldiers repelled the ISIS attack.",
+        "en", frozenset({"isis"}))
+
+
+def _strip_line(text: str, label: str) -> list[str]:
+    return next(line for line in text.splitlines() if line.strip().startswith(label) and "(" in line).split()
+
+
 def test_trends_strip_compares_the_day_with_the_weeks_before(engine: Engine, smtp_server: SmtpServer) -> None:
     with session_scope(engine) as session:
         feed = add_feed(session, "Levant Monitor", "https://levant-monitor.example/feed")
         for n in range(3):  # three ISIS stories today
-            add_article(session, feed, Sample(
-                f"today-{n}", f"ISIS attack number {n} repelled",
-                f"Fighters of the Islamic State attacked army post {n}; soldiers repelled the ISIS attack.",
-                "en", frozenset({"isis"})), fetched=NOW - timedelta(hours=n + 1), published=NOW - timedelta(hours=n + 2))
-        for n in range(14):  # fourteen over the previous week: 2 a day
-            add_article(session, feed, Sample(
-                f"week-{n}", f"ISIS attack {n} last week",
-                f"Fighters of the Islamic State attacked army post {n}; soldiers repelled the ISIS attack.",
-                "en", frozenset({"isis"})), fetched=NOW - timedelta(days=2, hours=n),
-                published=NOW - timedelta(days=1, hours=6 + n * 12))
+            add_article(session, feed, _isis_attack(f"today-{n}", n),
+                        fetched=NOW - timedelta(hours=n + 1), published=NOW - timedelta(hours=n + 2))
+        for n in range(14):  # fourteen over the previous week: 2 a day, at 01:00 and 13:00
+            add_article(session, feed, _isis_attack(f"week-{n}", 10 + n), fetched=NOW - timedelta(days=2, hours=n),
+                        published=NOW - timedelta(days=1, hours=6 + n * 12))
     run_digest(engine)
     text, html = parts(smtp_server.sink.messages()[0])
-    isis_line = next(line for line in text.splitlines() if line.strip().startswith("ISIS") and "(" in line)
-    assert isis_line.split() == ["ISIS", "3", "(2.0,", "0.5)"]
+    # 19 Nov 01:00 back to 12 Nov 13:00: the last of them is 8 days before the 20th.
+    assert _strip_line(text, "ISIS") == ["ISIS", "3", "(1.9,", "0.5)"]
+    assert "TRENDS: articles published on Fri 20 Nov until 07:00 (UTC)" in text
+    assert "Articles published on Friday 20 Nov until 07:00 (UTC)" in html and ">Fri 20 Nov</td>" in html
     assert 'bgcolor="#b91c1c"' in html  # drawn with table cells, no images
     assert "<img" not in html and "<script" not in html
+
+
+def test_trends_strip_counts_the_calendar_day_in_the_analysts_zone_as_marsad_trends_does(
+    engine: Engine, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the 24 hours before the digest: an article of last night belongs to yesterday, one
+    published just after midnight (Baghdad time) to today, whatever the hour in UTC."""
+    from marsad.trends import trends
+
+    monkeypatch.setenv("MARSAD_TIMEZONE", "Asia/Baghdad")  # UTC+3: NOW is 10:00 on the 20th
+    reset_settings()
+    baghdad = ZoneInfo("Asia/Baghdad")
+    with session_scope(engine) as session:
+        feed = add_feed(session, "Levant Monitor", "https://levant-monitor.example/feed")
+        published = [
+            datetime(2026, 11, 19, 23, 30, tzinfo=baghdad),  # yesterday, 10.5 hours before NOW
+            datetime(2026, 11, 20, 0, 30, tzinfo=baghdad),  # today
+            datetime(2026, 11, 20, 9, 0, tzinfo=baghdad),  # today
+            datetime(2026, 11, 13, 12, 0, tzinfo=baghdad),  # 7 days before: in both averages
+            datetime(2026, 11, 12, 12, 0, tzinfo=baghdad),  # 8 days before: the 28-day one only
+        ]
+        for n, when in enumerate(published):
+            add_article(session, feed, _isis_attack(f"a-{n}", n), fetched=NOW - timedelta(minutes=n + 1),
+                        published=when)
+        add_article(session, feed, HAMRIN_RAID_COPY, fetched=NOW - timedelta(minutes=30),
+                    published=datetime(2026, 11, 20, 1, 0, tzinfo=baghdad))
+        add_article(session, feed, HAMRIN_RAID, fetched=NOW - timedelta(minutes=40),
+                    published=datetime(2026, 11, 20, 2, 0, tzinfo=baghdad), url="https://other.example/raid")
+    run_digest(engine)
+    text, html = parts(smtp_server.sink.messages()[0])
+    # Today: two attacks and both copies of the raid (one story in the ISIS section, two articles).
+    assert _strip_line(text, "ISIS") == ["ISIS", "4", "(0.3,", "0.1)"]
+    assert "TRENDS: articles published on Fri 20 Nov until 10:00 (Asia/Baghdad)" in text
+    with session_scope(engine) as session:
+        rows = trends(session, topics=["isis"], by="day", since=DAY - timedelta(days=28), until=DAY, tz=baghdad)
+    by_day = {row["period"]: row["count"] for row in rows}
+    assert by_day[DAY] == 4 and sum(by_day[DAY - timedelta(days=k)] for k in range(1, 8)) == 2
+    assert sum(by_day.values()) - by_day[DAY] == 3  # the 28-day average: 3 / 28
+
+
+def test_trend_counts_of_a_past_day_cover_that_whole_day(engine: Engine, smtp_server: SmtpServer) -> None:
+    """A digest built late for yesterday counts yesterday, all of it, and says nothing of "until"."""
+    with session_scope(engine) as session:
+        feed = add_feed(session, "Levant Monitor", "https://levant-monitor.example/feed")
+        for n, hour in enumerate((1, 12, 23)):
+            add_article(session, feed, _isis_attack(f"y-{n}", n),
+                        fetched=datetime(2026, 11, 19, hour, 30, tzinfo=timezone.utc),
+                        published=datetime(2026, 11, 19, hour, 0, tzinfo=timezone.utc))
+        add_article(session, feed, _isis_attack("today", 9), fetched=NOW - timedelta(hours=2),
+                    published=NOW - timedelta(hours=2))
+    run_digest(engine, day=DAY - timedelta(days=1))
+    text, _ = parts(smtp_server.sink.messages()[0])
+    assert _strip_line(text, "ISIS") == ["ISIS", "3", "(0.0,", "0.0)"]
+    assert "TRENDS: articles published on Thu 19 Nov (UTC)" in text
 
 
 # --- delivery -----------------------------------------------------------------------------------
@@ -367,12 +555,140 @@ def test_password_is_used_and_never_reported(
         assert "wrong-pass" not in repr(delivery.smtp_server(get_settings()))
         assert "wrong-pass" not in repr(get_settings())
 
-        with session_scope(engine) as session:  # an operator fixes the password and requeues
-            session.get(Digest, digest_rows(engine)[0].id).status = DigestStatus.PENDING
+        # An operator fixes the password and resends.
         monkeypatch.setenv("MARSAD_SMTP_PASSWORD", "s3cret-pass")
         reset_settings()
-        assert [r.status for r in run_digest(engine, now=NOW + timedelta(hours=1))] == ["sent"]
+        summary = delivery.resend(engine, get_settings(), NOW + timedelta(hours=1))
+        assert [r.status for r in summary.reports] == ["sent"]
         assert server.sink.auth[-1] == ("marsad", "s3cret-pass")
+
+
+def test_a_failed_digest_is_sent_again_by_resend_once_with_the_same_message(
+    engine: Engine, newsroom: dict[str, int], smtp_server: SmtpServer
+) -> None:
+    """550 fails the digest for good: later runs leave it (and its articles) alone until an operator
+    fixes the cause and runs `marsad digest --resend`, which sends the stored message once."""
+    from test_cli import marsad
+
+    smtp_server.sink.mode = "reject"
+    assert [r.status for r in run_digest(engine)] == ["failed"]
+    failed = digest_rows(engine)[0]
+    assert failed.status == DigestStatus.FAILED and "550" in (failed.last_error or "")
+
+    smtp_server.sink.mode = "accept"  # the mailbox is created
+    assert run_digest(engine, now=NOW + timedelta(hours=1)) == []  # a plain run does not retry it
+    code, _out, err = marsad("digest", "--resend")
+    assert code == 0, err
+    assert "1 failed digest requeued, 1 sent" in err and "2026-11-20 analyst@newsroom.test: sent" in err
+    (received,) = smtp_server.sink.received
+    assert received.message["Message-ID"] == failed.message_id and received.raw.replace(b"\r\n", b"\n").rstrip() == (
+        failed.message or b"").replace(b"\r\n", b"\n").rstrip()
+    row = digest_rows(engine)[0]
+    assert (row.id, row.status, row.transport, row.last_error) == (failed.id, DigestStatus.SENT, "smtp", None)
+
+    code, _out, err = marsad("digest", "--resend")
+    assert code == 0 and "0 failed digests requeued" in err
+    assert len(smtp_server.sink.received) == 1  # nothing sent twice
+    assert run_digest(engine, now=NOW + timedelta(hours=2)) == []
+
+
+def test_resend_takes_the_date_and_recipients_given_and_sends_unknown_twice_once_more(
+    engine: Engine, newsroom: dict[str, int], smtp_server: SmtpServer
+) -> None:
+    from test_cli import marsad
+
+    smtp_server.sink.mode = "drop_after_data"  # unknown, then unknown again: failed
+    run_digest(engine)
+    run_digest(engine, now=NOW + timedelta(minutes=20))
+    assert digest_rows(engine)[0].status == DigestStatus.FAILED
+    assert len(smtp_server.sink.received) == 2
+    smtp_server.sink.mode = "accept"
+
+    code, _out, err = marsad("digest", "--resend", "--date", "2026-11-19")  # another day: nothing
+    assert code == 0 and "0 failed digests requeued" in err
+    code, _out, err = marsad("digest", "--resend", "--to", "someone@else.test")
+    assert code == 0 and "0 failed digests requeued" in err
+    code, _out, err = marsad("digest", "--resend", "--dry-run")
+    assert code == 1 and "cannot be combined" in err
+    assert len(smtp_server.sink.received) == 2
+
+    code, _out, err = marsad("digest", "--resend", "--date", "2026-11-20", "--to", "analyst@newsroom.test")
+    assert code == 0 and "1 sent" in err, err
+    ids = {m["Message-ID"] for m in smtp_server.sink.messages()}
+    assert len(smtp_server.sink.received) == 3 and len(ids) == 1  # a receiver can drop the copies
+    assert digest_rows(engine)[0].status == DigestStatus.SENT
+
+
+# --- TLS ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    return issue_certificate(tmp_path_factory.mktemp("tls"))
+
+
+def _use_tls_server(monkeypatch: pytest.MonkeyPatch, server: SmtpServer, security: str, password: str) -> None:
+    for name, value in {
+        "HOST": "127.0.0.1", "PORT": str(server.port), "SECURITY": security, "TIMEOUT": "10",
+        "USERNAME": "marsad", "PASSWORD": password,
+    }.items():
+        monkeypatch.setenv(f"MARSAD_SMTP_{name}", value)
+    monkeypatch.setenv("MARSAD_DIGEST_FROM", "marsad@observatory.test")
+    monkeypatch.setenv("MARSAD_DIGEST_TO", "analyst@newsroom.test")
+    reset_settings()
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+@pytest.mark.parametrize("security", ["starttls", "ssl"])
+def test_tls_verifies_the_certificate_and_trusts_the_ca_file_given(
+    engine: Engine,
+    newsroom: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+    certificate: Certificate,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    security: str,
+) -> None:
+    """A server whose certificate no trusted CA signed gets nothing (not even the login), and the
+    digest says why; with its CA in MARSAD_SMTP_CA_FILE it goes out, logged in over TLS only."""
+    caplog.set_level("DEBUG")
+    with SmtpServer(require_auth=True, tls=security, certificate=certificate) as server:  # type: ignore[arg-type]
+        _use_tls_server(monkeypatch, server, security, "s3cret-pass")
+        reports = run_digest(engine)
+        assert [r.status for r in reports] == ["pending"]
+        reason = f"TLS certificate of 127.0.0.1:{server.port} not trusted: unable to get local issuer certificate"
+        assert reports[0].detail.startswith(reason) and "MARSAD_SMTP_CA_FILE" in reports[0].detail
+        row = digest_rows(engine)[0]
+        assert row.status == DigestStatus.PENDING and (row.last_error or "").startswith(reason)
+        assert "Traceback" not in (row.last_error or "") and "\n" not in (row.last_error or "")
+        assert server.sink.auth == [] and server.sink.received == []
+
+        monkeypatch.setenv("MARSAD_SMTP_CA_FILE", str(certificate.ca_file))
+        reset_settings()
+        reports = run_digest(engine, now=NOW + timedelta(minutes=30))
+        assert [r.status for r in reports] == ["sent"], reports[0].detail
+        (received,) = server.sink.received
+        assert received.tls in ("TLSv1.2", "TLSv1.3")  # the message and the login were encrypted
+        assert server.sink.auth == [("marsad", "s3cret-pass")]
+        assert received.message["Message-ID"] == row.message_id
+
+    captured = capsys.readouterr()
+    recorded = [r.detail for r in reports] + [str(value) for value in vars(digest_rows(engine)[0]).values()]
+    for where in (caplog.text, captured.out, captured.err, repr(get_settings()), *recorded):
+        assert "s3cret-pass" not in where
+
+
+def test_a_password_never_crosses_the_network_in_clear_text(engine: Engine, newsroom: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Security "none" with a login is refused for any host but this machine: nothing connects."""
+    monkeypatch.setenv("MARSAD_SMTP_HOST", "192.0.2.25")  # TEST-NET-1: would hang if dialled
+    monkeypatch.setenv("MARSAD_SMTP_SECURITY", "none")
+    monkeypatch.setenv("MARSAD_SMTP_USERNAME", "marsad")
+    monkeypatch.setenv("MARSAD_SMTP_PASSWORD", "s3cret-pass")
+    monkeypatch.setenv("MARSAD_DIGEST_TO", "analyst@newsroom.test")
+    reset_settings()
+    reports = run_digest(engine)
+    assert [r.status for r in reports] == ["pending"]
+    assert "without TLS" in reports[0].detail and "s3cret-pass" not in reports[0].detail
 
 
 # --- outbox, empty periods, addresses ----------------------------------------------------------
@@ -560,45 +876,46 @@ DOCS_SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "digest.png"
     reason="headless Chromium is not installed (Debian: apt-get install chromium)",
 )
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_digest_renders_in_headless_chromium(
-    engine: Engine, newsroom: dict[str, int], tmp_path: Path
-) -> None:
-    """Render a realistic digest to PNG and check there is a page on it. UPDATE_DIGEST_SCREENSHOT=1
-    also keeps the picture as docs/digest.png, the one the README shows."""
+def test_digest_renders_in_headless_chromium(engine: Engine, smtp_server: SmtpServer, tmp_path: Path) -> None:
+    """Render a realistic morning's digest (tests/digest_data.py: store_showcase) at 900 pixels and
+    check there is a page on it. UPDATE_DIGEST_SCREENSHOT=1 also keeps the picture as
+    docs/digest.png, the one the README shows."""
     from PIL import Image, ImageChops
 
     assert CHROMIUM, "CI must have Chromium to render the digest"
-    with session_scope(engine) as session:  # a month of earlier coverage for the trends strip
-        feed = add_feed(session, "Archive", "https://archive.example/feed")
-        for n in range(40):
-            sample = (HAMRIN_RAID, CENTCOM_STRIKE, AMMAN_BAGHDAD)[n % 3]
-            when = NOW - timedelta(days=2 + (n * 7) % 27, hours=n % 5)
-            add_article(session, feed, sample, fetched=when, published=when,
-                        url=f"https://archive.example/{n}")
-    run_digest(engine)
-    html_file = next(Path("outbox").glob("*.html"))
+    with session_scope(engine) as session:
+        store_showcase(session, NOW)
+    assert [r.status for r in run_digest(engine)] == ["sent"]
+    text, html = parts(smtp_server.sink.messages()[0])
+    assert "SPIKE" in _strip_line(text, "ISIS") and "Also reported by: Regional Wire, The Euphrates Post" in text
+    assert "Furat Voice" in text.split("SOURCE HEALTH")[1] and "<script" not in html
+    html_file = tmp_path / "digest.html"
+    html_file.write_text(html, encoding="utf-8")
     png = tmp_path / "digest.png"
     subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--force-device-scale-factor=1", "--window-size=760,2200", f"--screenshot={png}",
+         "--force-device-scale-factor=1", "--window-size=900,3000", f"--screenshot={png}",
          html_file.resolve().as_uri()],
         check=True, capture_output=True, timeout=120,
     )
     image = Image.open(png).convert("RGB")
-    assert image.size == (760, 2200)
+    assert image.size == (900, 3000)
     background = Image.new("RGB", image.size, image.getpixel((2, image.height - 2)))
     content = ImageChops.difference(image, background).getbbox()
     assert content is not None, "the page is blank"
     left, top, right, bottom = content
-    assert right - left > 500 and bottom - top > 800, content  # a full digest, not a stub
+    assert right - left > 600 and bottom - top > 1200, content  # a full digest, not a stub
+    assert bottom < image.height - 24, "the digest no longer fits the picture: make the window taller"
     colours = image.getcolors(maxcolors=1 << 20) or []
     assert len(colours) > 200  # text, highlights, bars and section colours, anti-aliased
-    # The evidence highlight colour (#fde68a) and the ISIS bar colour (#b91c1c) are on the page.
+    # The evidence highlight (#fde68a), the ISIS bars and SPIKE mark (#b91c1c), the coalition's
+    # (#1d4ed8) and cooperation's (#047857) colours are on the page.
     present = {colour for _count, colour in colours}
-    assert (0xFD, 0xE6, 0x8A) in present and (0xB9, 0x1C, 0x1C) in present
+    for colour in ((0xFD, 0xE6, 0x8A), (0xB9, 0x1C, 0x1C), (0x1D, 0x4E, 0xD8), (0x04, 0x78, 0x57)):
+        assert colour in present, colour
     if os.environ.get("UPDATE_DIGEST_SCREENSHOT"):
         DOCS_SCREENSHOT.parent.mkdir(exist_ok=True)
-        image.crop((0, 0, image.width, min(image.height, bottom + 24))).save(DOCS_SCREENSHOT, optimize=True)
+        image.crop((0, 0, image.width, bottom + 24)).save(DOCS_SCREENSHOT, optimize=True)
 
 
 # --- spikes --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 from digest_data import HAMRIN_RAID, Sample, add_article, add_feed
-from smtp import Received, SmtpServer, SmtpSink
+from smtp import Received, SmtpServer, SmtpSink, issue_certificate
 from sqlalchemy import Engine, select
 from test_digest import DAY, NOW, digest_rows, parts, run_digest
 
@@ -366,3 +366,60 @@ def test_the_final_reply_to_data_decides_what_happens_next(
     assert run_digest(engine, now=NOW + timedelta(hours=1)) == []
     with session_scope(engine) as session:
         assert len(session.scalars(select(Digest)).all()) == 1
+
+
+# --- TLS that must not go through ---------------------------------------------------------------
+
+
+def _point_at_tls(monkeypatch: pytest.MonkeyPatch, port: int, security: str, ca_file: Path | str) -> None:
+    _point_at(monkeypatch, port)
+    monkeypatch.setenv("MARSAD_SMTP_SECURITY", security)
+    monkeypatch.setenv("MARSAD_SMTP_CA_FILE", str(ca_file))
+    reset_settings()
+
+
+@pytest.mark.usefixtures("one_story")
+def test_a_certificate_for_another_host_is_refused_even_from_a_trusted_ca(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The host name is checked too: a certificate of the right CA issued to another name is a
+    man in the middle, as far as the client can tell."""
+    elsewhere = issue_certificate(tmp_path, names=("mail.elsewhere.test",))
+    with SmtpServer(tls="ssl", certificate=elsewhere) as server:
+        _point_at_tls(monkeypatch, server.port, "ssl", elsewhere.ca_file)
+        reports = run_digest(engine)
+        assert server.sink.received == []
+    assert [r.status for r in reports] == ["pending"]
+    assert reports[0].detail.startswith(f"TLS certificate of 127.0.0.1:{server.port} not trusted: IP address mismatch")
+    assert "is it signed by a CA in MARSAD_SMTP_CA_FILE" in reports[0].detail
+
+
+@pytest.mark.usefixtures("one_story")
+def test_starttls_not_offered_sends_nothing_in_clear_text(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A server (or someone between) that drops STARTTLS from its EHLO reply: no downgrade."""
+    ca = issue_certificate(tmp_path).ca_file
+    with SmtpServer() as server:  # plain SMTP only
+        _point_at_tls(monkeypatch, server.port, "starttls", ca)
+        reports = run_digest(engine)
+        assert server.sink.received == []
+    assert [r.status for r in reports] == ["pending"]
+    assert reports[0].detail == f"127.0.0.1:{server.port} does not offer STARTTLS; nothing was sent in clear text"
+
+
+@pytest.mark.usefixtures("one_story")
+@pytest.mark.parametrize("problem", ["missing", "not a certificate"])
+def test_an_unusable_ca_file_keeps_the_digest_pending_and_says_so(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, problem: str
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    if problem != "missing":
+        ca_file.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+    with SmtpServer() as server:
+        _point_at_tls(monkeypatch, server.port, "starttls", ca_file)
+        reports = run_digest(engine)
+        assert server.sink.sessions == 0  # not even connected
+    assert [r.status for r in reports] == ["pending"]
+    assert reports[0].detail.startswith(f"cannot load MARSAD_SMTP_CA_FILE {ca_file}: ")
+    assert digest_rows(engine)[0].attempts == 1
