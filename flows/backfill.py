@@ -13,13 +13,13 @@ import time
 from datetime import date
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 
 from flows.ingest import DB_RETRIES, extract_pages, store_articles, tag_articles
 from marsad import backfill as backfilling
 from marsad import ingest as stages
+from marsad.artifacts import flow_artifact
 from marsad.config import get_settings
 from marsad.db import ensure_schema, get_engine
 from marsad.extract import shared_pool
@@ -56,28 +56,31 @@ def backfill(
 ) -> backfilling.BackfillSummary:
     """Store the pages a sitemap (or a file of URLs) lists for the days from ``since`` to
     ``until`` (in MARSAD_TIMEZONE, both included), clean and tagged, as the ingest stores them."""
-    settings = get_settings()
-    started = time.monotonic()
-    # One spacing for the whole run: sitemaps, then every batch of pages, one pause apart.
-    spacing = HostSpacing(settings.backfill_host_interval)
-    discovery = discover(source, since, until, spacing)
-    pool = shared_pool(
-        settings.extract_workers, settings.extract_timeout, settings.extract_max_bytes
-    )
-    stored: list[stages.StoreReport] = []
-    # As in the ingest, a batch extracts in the background while the next one is fetched.
-    extracting: PrefectFuture | None = None
-    while pending := claim_pages():
-        fetched = fetch_pages(pending, spacing)
-        next_batch = extract_pages.submit(pool, fetched)
+    with flow_artifact("backfill-summary", f"Backfill of {source}") as artifact:
+        settings = get_settings()
+        started = time.monotonic()
+        # One spacing for the whole run: sitemaps, then every batch of pages, one pause apart.
+        spacing = HostSpacing(settings.backfill_host_interval)
+        discovery = discover(source, since, until, spacing)
+        pool = shared_pool(
+            settings.extract_workers, settings.extract_timeout, settings.extract_max_bytes
+        )
+        stored: list[stages.StoreReport] = []
+        # Shown as it grows: a run that fails midway still counts the pages it stored.
+        artifact.show(lambda: backfilling.BackfillSummary.of(
+            discovery, stored, time.monotonic() - started
+        ).as_markdown())
+        # As in the ingest, a batch extracts in the background while the next one is fetched.
+        extracting: PrefectFuture | None = None
+        while pending := claim_pages():
+            fetched = fetch_pages(pending, spacing)
+            next_batch = extract_pages.submit(pool, fetched)
+            if extracting is not None:
+                stored.append(store_articles(tag_articles(extracting.result())))
+            extracting = next_batch
         if extracting is not None:
             stored.append(store_articles(tag_articles(extracting.result())))
-        extracting = next_batch
-    if extracting is not None:
-        stored.append(store_articles(tag_articles(extracting.result())))
-    summary = backfilling.BackfillSummary.of(discovery, stored, time.monotonic() - started)
-    get_run_logger().info(summary.as_log_line())
-    create_markdown_artifact(
-        key="backfill-summary", markdown=summary.as_markdown(), description="Backfill summary"
-    )
-    return summary
+        summary = backfilling.BackfillSummary.of(discovery, stored, time.monotonic() - started)
+        get_run_logger().info(summary.as_log_line())
+        artifact.show(summary.as_markdown, summary.as_log_line())
+        return summary

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import date, datetime, timezone
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from marsad import delivery
+from marsad.artifacts import delivery_markdown, flow_artifact
 from marsad.config import get_settings
 from marsad.db import ensure_schema, get_engine
 
@@ -41,14 +41,16 @@ def deliver_digest(digest_id: int) -> delivery.DeliveryReport:
 @flow(name="digest")
 def digest(day: date | None = None, to: list[str] | None = None) -> delivery.DigestSummary:
     """Build today's digest (or ``day``'s) for every recipient and deliver every undelivered one."""
-    day = day or datetime.now(get_settings().tz).date()
-    summary = delivery.DigestSummary(prepared=prepare_digests(day, to))
-    for digest_id in undelivered_digests(to):
-        summary.reports.append(deliver_digest(digest_id))
-    logger = get_run_logger()
-    problems = summary.count("pending") + summary.count("unknown") + summary.count("failed")
-    (logger.warning if problems else logger.info)(summary.as_log_line())
-    create_markdown_artifact(
-        key="digest-summary", markdown=summary.as_markdown(), description=summary.as_log_line()
-    )
-    return summary
+    with flow_artifact("digest-summary", "Digest") as artifact:
+        day = day or datetime.now(get_settings().tz).date()
+        summary = delivery.DigestSummary()
+        # Shown as it grows: a run that fails midway still lists what went out.
+        artifact.show(lambda: delivery_markdown(f"Digest of {day}", summary, "digests prepared"))
+        summary.prepared = prepare_digests(day, to)
+        for digest_id in undelivered_digests(to):
+            summary.reports.append(deliver_digest(digest_id))
+        logger = get_run_logger()
+        problems = summary.count("pending") + summary.count("unknown") + summary.count("failed")
+        (logger.warning if problems else logger.info)(summary.as_log_line())
+        artifact.description = summary.as_log_line()
+        return summary

@@ -8,12 +8,12 @@ caching (which hashes arguments) is off; idempotency lives in the database.
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from marsad import ingest as stages
+from marsad.artifacts import RunReport, feed_rows, feed_table, flow_artifact
 from marsad.config import get_settings
 from marsad.db import ensure_schema, get_engine
 from marsad.extract import ExtractorPool, shared_pool
@@ -79,42 +79,44 @@ def store_articles(updates: list[stages.ArticleUpdate]) -> stages.StoreReport:
 @flow(name="ingest")
 def ingest(feed_urls: list[str] | None = None) -> stages.RunSummary:
     """Poll the due feeds (or only ``feed_urls``) and store their new articles, clean and tagged."""
-    settings = get_settings()
-    run_id = open_run()
-    clock = stages.StageClock()
-    outcomes: list[stages.FeedOutcome] = []
-    record = stages.RecordReport()
-    stored: list[stages.StoreReport] = []
-    try:
-        polls = clock.run("poll", poll_feeds, feed_urls)
-        outcomes = clock.run("parse", parse_feeds, polls)
-        record = clock.run("record", record_feeds, run_id, outcomes)
-        pool = shared_pool(
-            settings.extract_workers, settings.extract_timeout, settings.extract_max_bytes
-        )
-        # A batch extracts in the background while the flow fetches the next one and stores the
-        # one before: the extraction workers, the run's bottleneck, never wait for the rest.
-        extracting = None
-        while pending := clock.run("claim", claim_pages):
-            fetched = clock.run("fetch", fetch_pages, pending)
-            next_batch = extract_pages.submit(pool, fetched)
+    with flow_artifact("ingest-summary", "Ingest run") as artifact:
+        settings = get_settings()
+        run_id = open_run()
+        clock = stages.StageClock()
+        outcomes: list[stages.FeedOutcome] = []
+        record = stages.RecordReport()
+        stored: list[stages.StoreReport] = []
+        try:
+            polls = clock.run("poll", poll_feeds, feed_urls)
+            outcomes = clock.run("parse", parse_feeds, polls)
+            record = clock.run("record", record_feeds, run_id, outcomes)
+            pool = shared_pool(
+                settings.extract_workers, settings.extract_timeout, settings.extract_max_bytes
+            )
+            # A batch extracts in the background while the flow fetches the next one and stores
+            # the one before: the extraction workers, the run's bottleneck, never wait for the rest.
+            extracting = None
+            while pending := clock.run("claim", claim_pages):
+                fetched = clock.run("fetch", fetch_pages, pending)
+                next_batch = extract_pages.submit(pool, fetched)
+                if extracting is not None:
+                    stored.append(_tag_and_store(clock, extracting))
+                extracting = next_batch
             if extracting is not None:
                 stored.append(_tag_and_store(clock, extracting))
-            extracting = next_batch
-        if extracting is not None:
-            stored.append(_tag_and_store(clock, extracting))
-    except Exception as exc:
-        try:
-            _report(stages.finish_run(
-                _engine(), run_id, outcomes, record, stored,
-                status=RunStatus.FAILED, error=str(exc), stage_seconds=clock.seconds,
-            ))
-        except Exception:  # noqa: BLE001 - the database may be what failed; its error is the one to raise
-            get_run_logger().exception("the failed run could not be recorded")
-        raise
-    return _report(
-        stages.finish_run(_engine(), run_id, outcomes, record, stored, stage_seconds=clock.seconds)
-    )
+        except Exception as exc:
+            try:
+                _report(artifact, stages.finish_run(
+                    _engine(), run_id, outcomes, record, stored,
+                    status=RunStatus.FAILED, error=str(exc), stage_seconds=clock.seconds,
+                ))
+            except Exception:  # noqa: BLE001 - the database may be what failed; its error is the one to raise
+                get_run_logger().exception("the failed run could not be recorded")
+            raise
+        return _report(
+            artifact,
+            stages.finish_run(_engine(), run_id, outcomes, record, stored, stage_seconds=clock.seconds),
+        )
 
 
 def _tag_and_store(clock: stages.StageClock, extracting: PrefectFuture) -> stages.StoreReport:
@@ -122,11 +124,14 @@ def _tag_and_store(clock: stages.StageClock, extracting: PrefectFuture) -> stage
     return clock.run("store", store_articles, clock.run("tag", tag_articles, updates))
 
 
-def _report(summary: stages.RunSummary) -> stages.RunSummary:
-    """The run's summary in the log and as a markdown artifact on the flow run."""
+def _report(artifact: RunReport, summary: stages.RunSummary) -> stages.RunSummary:
+    """The run's summary in the log and, with a line per feed, in the flow run's artifact."""
     logger = get_run_logger()
     (logger.info if summary.status == RunStatus.COMPLETED else logger.error)(summary.as_log_line())
-    create_markdown_artifact(
-        key="ingest-summary", markdown=summary.as_markdown(), description="Ingest run summary"
-    )
+    try:
+        feeds = feed_table(feed_rows(_engine(), summary.run_id))
+    except Exception:  # noqa: BLE001 - the totals (and the failed feeds) are shown without it
+        logger.warning("the per-feed table could not be read", exc_info=True)
+        feeds = []
+    artifact.show(lambda: summary.as_markdown(feeds), summary.as_log_line())
     return summary

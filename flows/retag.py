@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from marsad import retag as retagging
+from marsad.artifacts import flow_artifact, retag_markdown
 from marsad.config import get_settings
 from marsad.db import ensure_schema, get_engine
 from marsad.tagging import get_tagger
@@ -27,11 +27,15 @@ def retag_batch(after_id: int, since: datetime | None) -> retagging.RetagReport:
 @flow(name="retag")
 def retag(since: datetime | None = None) -> retagging.RetagReport:
     """Re-tag articles dated ``since`` or later (all when None); only changes are written."""
-    ensure_schema(get_engine(get_settings().database_url))
-    total = retagging.RetagReport()
-    while (batch := retag_batch(total.last_id, since)).articles_checked:
-        total.add(batch)
-    line = total.as_log_line(get_tagger().version)
-    get_run_logger().info(line)
-    create_markdown_artifact(key="retag-summary", markdown=f"# Retag\n\n{line}", description=line)
-    return total
+    with flow_artifact("retag-summary", "Retag") as artifact:
+        version = get_tagger().version
+        total = retagging.RetagReport()
+        # Shown as it grows: a run that fails midway still counts the batches it wrote.
+        artifact.show(lambda: retag_markdown(total, version))
+        ensure_schema(get_engine(get_settings().database_url))
+        while (batch := retag_batch(total.last_id, since)).articles_checked:
+            total.add(batch)
+        line = total.as_log_line(version)
+        get_run_logger().info(line)
+        artifact.description = line
+        return total

@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from marsad import delivery
+from marsad.artifacts import delivery_markdown, flow_artifact
 from marsad.config import get_settings
 from marsad.db import ensure_schema, get_engine
 
@@ -41,11 +41,13 @@ def deliver(digest_id: int) -> delivery.DeliveryReport:
 @flow(name="spike-alert")
 def spike_alert(to: list[str] | None = None) -> delivery.DigestSummary:
     """Alert the followers of every topic that spikes today; deliver anything still undelivered."""
-    summary = delivery.DigestSummary(prepared=prepare_alerts(to))
-    for digest_id in undelivered(to):
-        summary.reports.append(deliver(digest_id))
-    get_run_logger().info(summary.as_log_line().replace("digests prepared", "alerts prepared"))
-    create_markdown_artifact(
-        key="spike-alert-summary", markdown=summary.as_markdown(), description=summary.as_log_line()
-    )
-    return summary
+    with flow_artifact("spike-alert-summary", "Spike alert") as artifact:
+        summary = delivery.DigestSummary()
+        artifact.show(lambda: delivery_markdown("Spike alert", summary, "alerts prepared"))
+        summary.prepared = prepare_alerts(to)
+        for digest_id in undelivered(to):
+            summary.reports.append(deliver(digest_id))
+        line = summary.as_log_line().replace("digests prepared", "alerts prepared")
+        get_run_logger().info(line)
+        artifact.description = line
+        return summary

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from marsad import store
+from marsad import artifacts, store
 from marsad.clusters import ClusterItem, ClusterSettings, assign_clusters
 from marsad.config import Settings
 from marsad.db import session_scope
@@ -734,7 +734,9 @@ class RunSummary:
     error: str | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
-    def as_markdown(self) -> str:
+    def as_markdown(self, feed_table: Sequence[str] = ()) -> str:
+        """The totals, failures by reason and time per stage; then ``feed_table`` (the per-feed
+        lines of ``marsad.artifacts.feed_table``) or, without it, the failed feeds, bounded."""
         lines = [
             f"# Ingest run {self.run_id}: {self.status}",
             "",
@@ -749,9 +751,10 @@ class RunSummary:
         if self.failures:
             lines += ["", "| failure | count |", "|---|---:|"]
             lines += [f"| {_md(reason)} | {count} |" for reason, count in sorted(self.failures.items())]
-        if self.failed_feeds:
-            lines += ["", "| failed feed | error |", "|---|---|"]
-            lines += [f"| {_md(url)} | {_md(error)} |" for url, error in self.failed_feeds]
+        if feed_table:
+            lines += ["", *feed_table]
+        elif self.failed_feeds:
+            lines += ["", *artifacts.table(["failed feed", "error"], self.failed_feeds, what="feeds")]
         if self.stage_seconds:
             lines += ["", "| stage | seconds |", "|---|---:|"]
             lines += [f"| {stage} | {seconds:.2f} |" for stage, seconds in self.stage_seconds.items()]

@@ -1,8 +1,8 @@
 """`marsad serve`: Marsad's schedules in one process, the embedded way to run unattended.
 
 Prefect's ``serve`` needs a real API server (against the temporary one it schedules nothing), so
-when no ``PREFECT_API_URL`` is configured a local ``prefect server start`` is launched on a free
-loopback port, waited for, and stopped with Marsad.
+when no Prefect API URL is configured (environment or Prefect profile) a local ``prefect server
+start`` is launched on a free loopback port, waited for, and stopped with Marsad.
 """
 
 from __future__ import annotations
@@ -17,12 +17,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from datetime import UTC, datetime, timedelta
 
 from marsad.config import Settings
 from marsad.errors import ConfigError
 
 SERVER_START_TIMEOUT = 90.0  # seconds; measured 6-9 s on two cores, much more under load
+
+# Marsad's logging policy for Prefect, as environment variables (set by the `marsad` command, so
+# inherited by `marsad serve`'s flow-run processes, and by docker-compose.yml for the worker):
+# Prefect's internals (API clients, runners, workers, and the "Finished in state Completed()" line
+# of every task run) from WARNING up only; every flow run's INFO lines, where each flow logs its
+# run summary, kept in the console and in the UI. The last two override single loggers of
+# Prefect's logging.yml (PREFECT_LOGGING_<path to the key>).
+PREFECT_LOG_LEVELS = {
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_LOGGING_LOGGERS_PREFECT_FLOW_RUNS_LEVEL": "INFO",
+    "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL": "WARNING",
+}
 
 
 @dataclass(frozen=True)
@@ -49,10 +61,13 @@ class Schedules:
         return f"{minute} {hour} * * *"
 
 
-def deployments(schedules: Schedules) -> list:
-    """The flows as served deployments: one run at a time each (an overlapping run is cancelled)."""
-    from datetime import timedelta
+def deployments(schedules: Schedules, start: datetime | None = None) -> list:
+    """The flows as served deployments: one run at a time each (an overlapping run is cancelled).
 
+    The ingest runs every ``ingest_minutes`` from ``start`` (now); the spike alert every
+    ``alert_minutes`` from half an ingest interval later, so that it finds the articles of the
+    ingest before it (with the defaults, a quarter of an hour after each ingest, as prefect.yaml).
+    """
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron, Interval
 
@@ -62,13 +77,15 @@ def deployments(schedules: Schedules) -> list:
     from flows.retag import retag
     from flows.spike_alert import spike_alert
 
+    ingest_every = timedelta(minutes=schedules.ingest_minutes)
+    start = start or datetime.now(UTC)
     one_at_a_time = ConcurrencyLimitConfig(
         limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
     )
     return [
         ingest.to_deployment(
             "ingest",
-            schedules=[Interval(timedelta(minutes=schedules.ingest_minutes), timezone=schedules.timezone)],
+            schedules=[Interval(ingest_every, anchor_date=start, timezone=schedules.timezone)],
             concurrency_limit=one_at_a_time,
             description="Poll the due feeds and store their new articles.",
         ),
@@ -80,7 +97,11 @@ def deployments(schedules: Schedules) -> list:
         ),
         spike_alert.to_deployment(
             "spike-alert",
-            schedules=[Interval(timedelta(minutes=schedules.alert_minutes), timezone=schedules.timezone)],
+            schedules=[Interval(
+                timedelta(minutes=schedules.alert_minutes),
+                anchor_date=start + ingest_every / 2,
+                timezone=schedules.timezone,
+            )],
             concurrency_limit=one_at_a_time,
             description="Mail at once the followers of a topic that spikes today.",
         ),
@@ -103,7 +124,16 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def configured_api_url() -> str | None:
+    """The Prefect API URL from the environment or the active Prefect profile, if any."""
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url or None
+
+
 def _healthy(api_url: str) -> bool:
+    import httpx
+
     try:
         return httpx.get(f"{api_url}/health", timeout=2.0).status_code == 200
     except httpx.HTTPError:

@@ -247,6 +247,27 @@ def test_app_services_share_the_image_database_mailpit_outbox_and_prefect_api() 
     assert outbox in (REPO / "Dockerfile").read_text(encoding="utf-8")
 
 
+def test_the_image_is_built_once_and_shared_by_the_server_and_the_app_services() -> None:
+    """Four services building one Dockerfile build it four times; one builds, the rest use it."""
+    services = load_compose()["services"]
+    builders = [name for name, service in services.items() if "build" in service]
+    assert builders == ["migrate"]
+    image = services["migrate"]["image"]
+    assert image == "marsad:local"  # a local tag: nothing to pull from a registry
+    for name in (*APP_SERVICES, "prefect-server"):
+        assert services[name]["image"] == image, name
+
+
+def test_the_worker_logs_as_the_marsad_command_does() -> None:
+    """Prefect's chatter quiet, the flow runs' summaries kept: the same policy as `marsad serve`."""
+    from marsad.serve import PREFECT_LOG_LEVELS
+
+    services = load_compose()["services"]
+    for name in APP_SERVICES:
+        env = service_env(services[name], {})
+        assert {key: env.get(key) for key in PREFECT_LOG_LEVELS} == PREFECT_LOG_LEVELS, name
+
+
 def test_compose_overrides_reach_the_containers_and_defaults_apply_without_them() -> None:
     worker = load_compose()["services"]["worker"]
     assert service_env(worker, {})["MARSAD_TIMEZONE"] == "UTC"

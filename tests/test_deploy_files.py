@@ -119,6 +119,14 @@ def test_without_marsad_timezone_the_digest_falls_back_to_utc_like_marsad_itself
     monkeypatch.delenv("MARSAD_TIMEZONE", raising=False)
     runs = next_runs(deployments()["digest"], count=2)
     assert [(run.astimezone(timezone.utc).hour, run.minute) for run in runs] == [(7, 0), (7, 0)]
+    # prefect.yaml's own comment says the same (it once said the deploy would fail).
+    header = " ".join(
+        line.lstrip("#").strip()
+        for line in (REPO / "prefect.yaml").read_text(encoding="utf-8").splitlines()
+        if line.startswith("#")
+    )
+    assert 'time zone "" and the digest goes out at 07:00 UTC' in header
+    assert "deploy fails on an unknown time zone" not in header
 
 
 def test_a_misspelt_time_zone_fails_at_deploy_time(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -104,6 +104,10 @@ def test_new_items_are_stored_once_clean_and_tagged(engine: Engine, http_server:
     # The run leaves its summary as a Prefect artifact of its flow run.
     markdown = summary_artifact(run.flow_run_id)
     assert f"# Ingest run {run.id}: completed" in markdown and "| 1 | 1 | 0 | 0 | 2 | 2 |" in markdown
+    # A line per feed (status, new articles, seconds), and the flow run's status and duration.
+    assert "| feed | status | new articles | seconds | failure |" in markdown
+    assert f"| {feed_url} | ok | 2 | " in markdown
+    assert "| status | started (UTC) | seconds |" in markdown and "| completed | " in markdown
 
 
 def test_rerun_adds_nothing_and_sends_conditional_requests(

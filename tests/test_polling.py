@@ -3,7 +3,8 @@ back off and are finally set inactive; what the feed itself asks (ttl, sy:update
 
 from __future__ import annotations
 
-from datetime import timedelta
+import math
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, select
@@ -32,10 +33,70 @@ SETTINGS = Settings(poll_min_minutes=10, poll_max_hours=24)
         (1200, False, None, 1440),  # never above the maximum
         (10, True, 120, 120),  # the feed's ttl is a floor
         (10, True, 5000, 1440),  # ... but not beyond the maximum
+        (100, False, 30, 150),  # a hint shorter than the interval changes nothing
+        (1000, True, None, 500),  # halved exactly
+        (15, False, None, 22.5),  # half as long again, exactly
+        (1440, False, 1440, 1440),  # at the maximum it stays there
     ],
 )
 def test_next_interval(current: float | None, brought_new: bool, hint: float | None, expected: float) -> None:
     assert stages.next_interval(current, brought_new, hint, SETTINGS) == expected
+
+
+def test_the_polling_bounds_and_backoff_defaults_are_the_documented_ones() -> None:
+    fields = Settings.model_fields
+    assert fields["poll_min_minutes"].default == 10 and fields["poll_max_hours"].default == 24
+    assert fields["backoff_base_minutes"].default == 15 and fields["backoff_max_hours"].default == 24
+
+
+@pytest.mark.parametrize(
+    ("failures", "minutes"),
+    [
+        (0, 15),  # (never called with 0; the first failure's wait all the same)
+        (1, 15),
+        (2, 30),
+        (3, 60),
+        (4, 120),
+        (5, 240),
+        (6, 480),
+        (7, 960),
+        (8, 1440),  # 1920 capped at 24 hours
+        (20, 1440),
+        (10_000, 1440),  # no overflow however long a feed has failed
+    ],
+)
+def test_backoff_doubles_from_15_minutes_per_failure_up_to_a_day(failures: int, minutes: int) -> None:
+    assert stages.backoff(failures, 15, 24) == timedelta(minutes=minutes)
+
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("failures", "retry_after", "wait"),
+    [
+        (1, None, timedelta(minutes=15)),
+        (3, None, timedelta(hours=1)),
+        (1, 3600.0, timedelta(hours=1)),  # Retry-After longer than the backoff: it wins
+        (3, 600.0, timedelta(hours=1)),  # shorter: the backoff wins
+        (9, 2 * 86400.0, timedelta(days=1)),  # a Retry-After of days is held to one day
+        (1, 30 * 86400.0, timedelta(days=1)),
+        (2, 0.0, timedelta(minutes=30)),  # nonsense values are ignored
+        (2, -60.0, timedelta(minutes=30)),
+        (2, math.nan, timedelta(minutes=30)),
+        (2, math.inf, timedelta(minutes=30)),
+    ],
+)
+def test_next_poll_after_failure_backs_off_and_never_comes_before_retry_after(
+    failures: int, retry_after: float | None, wait: timedelta
+) -> None:
+    settings = Settings(backoff_base_minutes=15, backoff_max_hours=24)
+    assert stages.next_poll_after_failure(NOW, failures, retry_after, settings) == NOW + wait
+
+
+def test_a_feeds_declared_update_period_sets_its_floor() -> None:
+    daily = parse_feed(_channel("<sy:updatePeriod>daily</sy:updatePeriod>"), "https://a.example/rss")
+    assert stages.next_interval(10, True, daily.hint_minutes, SETTINGS) == 1440
 
 
 def _channel(extra: str) -> bytes:
@@ -119,9 +180,11 @@ def test_a_feed_that_keeps_failing_is_set_inactive_and_can_be_enabled(
     http_server.add("/down.xml", "unavailable", status=503)
     with session_scope(engine) as session:
         add_feeds(session, [FeedSpec(url)])
-    for _ in range(3):
+    for failures, minutes in ((1, 15), (2, 30), (3, 60)):
         _run([url])
-    feed = _feed(engine, url)
+        feed = _feed(engine, url)
+        assert feed.error_count == failures
+        assert feed.next_poll_at - feed.last_fetched_at == timedelta(minutes=minutes)  # the backoff
     assert not feed.active and feed.error_count == 3
     assert feed.last_error.startswith("set inactive after 3 failed polls in a row") and "503" in feed.last_error
 
