@@ -25,13 +25,18 @@ A projection holds only spaces, ASCII letters and digits and bytes above 0x7f (A
 so "not followed by a letter or digit" is "followed by a space or the end", which is what the
 surrounding spaces check. Starts inside an earlier match are skipped, as ``finditer`` does.
 Without pyahocorasick the expression is run over the whole projection: same spans, slower.
+
+The Arabic expression is searched the same way (``longest=False``): its phrases are written out
+with every clitic prefix and attached pronoun the expression allows. That expression tries a
+leading و or ف as a conjunction before reading it as the word's first letter, so it does not
+always match the longest phrase: where two whole phrases start at one place, it decides.
 """
 
 from __future__ import annotations
 
 import re
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 try:
@@ -47,25 +52,50 @@ class PhraseFinder:
     """The spans of ``rx`` in a projection: ``{m.start(): m.end() for m in rx.finditer(p)}``.
 
     ``phrases`` are the phrases compiled into ``rx``: their projected keys (words joined by one
-    space) and whether each ends in a wildcard. The automaton is built on first use, so that
-    taxonomies loaded only to be validated do not pay for it.
+    space) and whether each ends in a wildcard. Either may be given as a function that makes it:
+    it is called on first use, as the automaton is built, so that taxonomies loaded only to be
+    validated (or texts of one script only) do not pay for them.
     """
 
-    def __init__(self, phrases: Iterable[tuple[str, bool]], rx: re.Pattern[bytes]) -> None:
-        self._phrases = list(phrases)
-        self._rx = rx
+    def __init__(
+        self,
+        phrases: Iterable[tuple[str, bool]] | Callable[[], Iterable[tuple[str, bool]]],
+        rx: re.Pattern[bytes] | Callable[[], re.Pattern[bytes]],
+        *,
+        longest: bool = True,
+    ) -> None:
+        self._phrases = phrases if callable(phrases) else list(phrases)
+        self._make_rx = rx if callable(rx) else None
+        self._rx: re.Pattern[bytes] | None = None if callable(rx) else rx
+        self._longest = longest  # the expression matches the longest phrase at a start
         self._automaton: Any = None
         self._ahocorasick = ahocorasick  # as found when the taxonomy was loaded
         self.compiled = ahocorasick is not None  # False: every search runs the expression
 
+    @property
+    def rx(self) -> re.Pattern[bytes]:
+        if self._rx is None:
+            assert self._make_rx is not None
+            self._rx = self._make_rx()
+        return self._rx
+
     def spans(self, projection: bytes) -> dict[int, int]:
         if not self.compiled:
-            return {m.start(): m.end() for m in self._rx.finditer(projection)}
+            return {m.start(): m.end() for m in self.rx.finditer(projection)}
         automaton = self._automaton if self._automaton is not None else self._build()
         # The automaton reports (end, v) in order of end. end - v is the start of a whole phrase
         # (so the longest phrase at a start is the last one kept), or, where the expression
         # must decide, that start minus _UNSURE.
-        found = {end - v: end for end, v in automaton.iter(projection.decode("latin-1") + " ")}
+        matches = automaton.iter(projection.decode("latin-1") + " ")
+        if self._longest:
+            found = {end - v: end for end, v in matches}
+        else:
+            found = {}
+            for end, v in matches:
+                start = end - v
+                if start >= 0 and start in found:  # two phrases start here: the expression decides
+                    found[start - _UNSURE] = end
+                found[start] = end
         if not found:
             return {}
         starts = sorted(found)
@@ -82,14 +112,16 @@ class PhraseFinder:
             if start not in unsure:
                 end = spans[start] = found[start]
             else:
-                m = self._rx.match(projection, start)
+                m = self.rx.match(projection, start)
                 if m is not None:
                     end = spans[start] = m.end()
         return spans
 
     def _build(self) -> Any:
         automaton = self._ahocorasick.Automaton()
-        for key, wildcard in self._phrases:
+        phrases = self._phrases() if callable(self._phrases) else self._phrases
+        self._phrases = []  # in the automaton now
+        for key, wildcard in phrases:
             words = key.split(" ")
             for k in range(1, len(words)):
                 head = " " + " ".join(words[:k]) + "  "

@@ -65,6 +65,14 @@ __all__ = [
 TOPICS = ("isis", "coalition", "regional_cooperation")
 BUNDLED_TAXONOMY = Path(__file__).parent / "taxonomy"
 
+# The fingerprint (:attr:`Tagger.fingerprint`) of each released taxonomy version. Every stored tag
+# records the version that gave it, so a version must name one set of rules: a taxonomy whose
+# files differ from the release of its declared version (edited without bumping ``version``, or
+# never released) tags as "<version>+local.<first 8 characters of its fingerprint>". Bumping
+# the bundled taxonomy's version means adding its fingerprint here (a test checks it).
+RELEASED_FINGERPRINTS = {"2.2": "13c49d1b0e5a", "2.3": "09be1814bbcb"}
+VERSION_MAX_CHARS = 16  # + "+local.<8>" fits the 32 characters stored with each tag
+
 # --------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------
@@ -72,12 +80,16 @@ BUNDLED_TAXONOMY = Path(__file__).parent / "taxonomy"
 
 @dataclass(frozen=True)
 class Evidence:
-    """One matched term: ``field`` is "title" or "text"; offsets index the original string."""
+    """One matched term: ``term`` is the text matched, as the field writes it (``field[start:end]``:
+    "Daesh", "بالتحالف"); ``field`` is "title" or "text"; offsets index the original string.
+    ``rule`` is the taxonomy entry that matched ("raid" for "arrested"): shown by
+    :meth:`Tagger.explain`, not stored (the stored evidence is ``{term, field, start, end}``)."""
 
     term: str
     field: str
     start: int
     end: int
+    rule: str = field(default="", compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"term": self.term, "field": self.field, "start": self.start, "end": self.end}
@@ -388,6 +400,7 @@ class _Lexicon:
         self._latin_rx: re.Pattern[bytes] | None = None
         self._latin_phrases: list[tuple[str, bool]] = []  # key, wildcard: what _latin_rx matches
         self._latin_finder: PhraseFinder | None = None
+        self._arabic_finder: PhraseFinder | None = None
         self._sources: dict[str, Callable[[], bytes]] = {}
         self._lazy: dict[str, re.Pattern[bytes]] = {}
 
@@ -496,6 +509,11 @@ class _Lexicon:
             self._sources["arabic"] = lambda: (
                 b" " + (conj + "(?:" + _emit(trie, "[\x80-\xff]*") + ")").encode("latin-1") + end
             )
+            # Arabic words are short, and the expression is tried after every space: Arabic
+            # texts are searched with an automaton too (built on the first Arabic text).
+            self._arabic_finder = PhraseFinder(
+                lambda: _arabic_phrases(trie), lambda: self._compiled("arabic"), longest=False
+            )
         self._latin_trie = self._arabic_trie = {}  # no longer needed
 
     def _compiled(self, name: str) -> re.Pattern[bytes]:
@@ -533,7 +551,7 @@ class _Lexicon:
                         m.start() - 1: m.end() for m in sparse if projection[m.start() - 1] == 32
                     }
                 self._scan(spans, fld, groups)
-            if "arabic" in self._sources:
+            if self._arabic_finder is not None:
                 self._scan_arabic(fld, groups)
         if self._patterns:
             if sizes is None:
@@ -571,8 +589,9 @@ class _Lexicon:
         """Arabic phrases: identified by their projection, which says all there is to say."""
         cache = self._cache
         projection, fi = fld.projection, fld.index
-        for m in self._compiled("arabic").finditer(projection):
-            start, end = m.start(), m.end() - 1
+        assert self._arabic_finder is not None
+        for start, end in self._arabic_finder.spans(projection).items():
+            end -= 1
             key = projection[start + 1 : end + 1]
             found = cache.get(key)
             if found is None:
@@ -721,6 +740,32 @@ def _case_rx(term: str, wildcard: bool) -> re.Pattern[str]:
     return re.compile(r"[\W_]+".join(words) + (r"\w*" if wildcard else ""))
 
 
+def _arabic_phrases(trie: dict) -> list[tuple[str, bool]]:
+    """The phrases the Arabic expression matches (see :meth:`_Lexicon.compile`), written out for
+    :class:`~marsad._match.PhraseFinder`: each key of the trie after an optional conjunction,
+    bare and with the attached pronouns its flags allow; a wildcard key as a stem."""
+    out: list[tuple[str, bool]] = []
+    stack = [("", trie)]
+    while stack:
+        key, node = stack.pop()
+        for ch, child in node.items():
+            if ch is not None:
+                stack.append((key + ch, child))
+        flags = node.get(None, 0)
+        if not flags:
+            continue
+        for conj in ("", *_AR_CONJUNCTIONS):
+            base = conj + key
+            if flags & _WILD:
+                out.append((base, True))
+                continue
+            if flags & (_END | _SUFFIX):
+                out.append((base, False))
+            if flags & (_SUFFIX | _SUFFIX_REQUIRED):
+                out.extend((base + suffix, False) for suffix in _AR_SUFFIXES)
+    return out
+
+
 def _trie_add(trie: dict, key: str, flag: int) -> None:
     node = trie
     for ch in key:
@@ -849,6 +894,7 @@ class _Scoring:
     support_window: int = 10**9
     max_evidence: int = 30
     evidence_per_term: int = 3
+    background_weight: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -864,6 +910,9 @@ class _Context:
     any_of: tuple[str, ...] = ()  # satisfied when one of these contexts is
     not_after: frozenset[bytes] = frozenset()  # a country right after these words is a place
     not_before: frozenset[bytes] = frozenset()  # ... or right before these (projected keys)
+    sentence: bool = False  # window: sentence: the words must be in the hit's sentence
+    years: bool = False  # a year that is not part of a date counts as one of the words
+    months: frozenset[str] = frozenset()  # projected month names, for telling dates
 
 
 @dataclass
@@ -871,6 +920,7 @@ class _Topic:
     name: str
     description: str
     threshold: float
+    background: str | None = None  # a sentence context: anchors there are background mentions
 
     @property
     def group(self) -> str:
@@ -880,6 +930,13 @@ class _Topic:
     def support(self) -> str:
         """Where the hits of its support words are filed."""
         return _bucket(self.group, "support")
+
+
+def _exact_version(declared: str, fingerprint: str) -> str:
+    """The declared version if ``fingerprint`` is its release's, else "<declared>+local.<fp8>"."""
+    if not fingerprint or RELEASED_FINGERPRINTS.get(declared) == fingerprint:
+        return declared
+    return f"{declared}+local.{fingerprint[:8]}"
 
 
 def _is_number(v: object) -> bool:
@@ -979,6 +1036,8 @@ class _TaxonomyBuilder:
                 ("version",),
                 'version must be a quoted, non-empty string, e.g. version: "1.1"',
             )
+        if len(version.strip()) > VERSION_MAX_CHARS:
+            src.fail(("version",), f"version must be at most {VERSION_MAX_CHARS} characters")
         scoring = self._scoring()
         self.lexicon.inner_weight = scoring.inner_weight
         places = self._named_entries("places", "place")
@@ -1025,6 +1084,9 @@ class _TaxonomyBuilder:
             evidence_per_term=_number(
                 src, path, raw, "evidence_per_term", d.evidence_per_term, 1, 10**6, integer=True
             ),
+            background_weight=_number(
+                src, path, raw, "background_weight", d.background_weight, 0, 1
+            ),
         )
 
     def _contexts(self, countries: set[str]) -> dict[str, _Context]:
@@ -1043,7 +1105,7 @@ class _TaxonomyBuilder:
                 spec,
                 {
                     "description", "topic_terms", "countries", "min_countries", "terms", "window",
-                    "any_of", "not_after", "not_before",
+                    "any_of", "not_after", "not_before", "years", "months",
                 },
             )  # fmt: skip
             kinds = ("topic_terms", "countries", "terms", "any_of")
@@ -1060,7 +1122,14 @@ class _TaxonomyBuilder:
                         src.fail((*path, "any_of", i), f"{other!r} is itself an any_of context")
                 out[name] = _Context(name, 0, any_of=tuple(names))
                 continue
-            window = int(_number(src, path, spec, "window", None, 0, 10**9, integer=True))
+            sentence = spec.get("window") == "sentence"
+            if sentence and "terms" not in spec:
+                src.fail((*path, "window"), "window: sentence is only for contexts with terms")
+            if ("years" in spec or "months" in spec) and not sentence:
+                src.fail(path, "years and months are only for contexts with window: sentence")
+            window = 0
+            if not sentence:
+                window = int(_number(src, path, spec, "window", None, 0, 10**9, integer=True))
             if "terms" in spec:
                 items = spec["terms"]
                 if not isinstance(items, list) or not items:
@@ -1075,7 +1144,20 @@ class _TaxonomyBuilder:
                     _check_keys(src, ipath, item, {"term", "variants", "pattern", "case"})
                     entry = _Entry(item["term"].strip(), "context", _fmt_path(ipath), group)
                     self._add_forms(src, ipath, item, entry, suffixes=True)
-                out[name] = _Context(name, window, group=group)
+                years = spec.get("years", False)
+                if not isinstance(years, bool):
+                    src.fail((*path, "years"), "years must be true or false")
+                months = spec.get("months") or []
+                if not isinstance(months, list) or not all(isinstance(m, str) for m in months):
+                    src.fail((*path, "months"), "months must be a list of month names")
+                out[name] = _Context(
+                    name,
+                    window,
+                    group=group,
+                    sentence=sentence,
+                    years=years,
+                    months=frozenset(_key(m) for m in months if _key(m)),
+                )
                 continue
             if "topic_terms" in spec:
                 topic = spec["topic_terms"]
@@ -1128,14 +1210,22 @@ class _TaxonomyBuilder:
                 src,
                 path,
                 spec,
-                {"description", "threshold", "needs", "terms", "support", "exclude"},
+                {"description", "threshold", "needs", "terms", "support", "exclude", "background"},
             )
             threshold = _number(src, path, spec, "threshold", None, 0, 1)
             needs = _needs(src, path, spec.get("needs"), contexts)
             description = spec.get("description") or ""
             if not isinstance(description, str):
                 src.fail(path, "description must be text")
-            topic = _Topic(name, description.strip(), threshold)
+            background = spec.get("background")
+            if background is not None:
+                ctx = contexts.get(background) if isinstance(background, str) else None
+                if ctx is None or not ctx.sentence:
+                    src.fail(
+                        (*path, "background"),
+                        f"background must name a context with window: sentence, got {background!r}",
+                    )
+            topic = _Topic(name, description.strip(), threshold, background)
             if not spec.get("terms"):
                 src.fail(path, "terms is missing or empty: a topic needs at least one term")
             for role, key in (("term", "terms"), ("support", "support"), ("exclude", "exclude")):
@@ -1331,15 +1421,18 @@ class Tagger:
         source: Path | None = None,
         fingerprint: str = "",
     ) -> None:
-        self.version = version
-        self.source = source
         # A hash of the taxonomy files: tells an edited taxonomy whose version was not bumped.
         self.fingerprint = fingerprint
+        self.declared_version = version  # as the taxonomy says
+        # The version recorded with every tag: the declared one when the files are its release.
+        self.version = _exact_version(version, fingerprint)
+        self.source = source
         self._scoring = scoring
         self._contexts = contexts
         self._topics = topics
         self._lexicon = lexicon
         self._decay = [scoring.repeat_decay**n for n in range(64)]  # a term's n-th repeat
+        self._discounted: dict[_Entry, _Entry] = {}  # anchors in background sentences
 
     @classmethod
     def from_path(cls, path: Path | str | None = None) -> Tagger:
@@ -1377,7 +1470,12 @@ class Tagger:
         return {
             "version": self.version,
             "topics": [
-                {**tag.to_dict(), "threshold": self._topics[tag.topic].threshold, "given": passed}
+                {
+                    **tag.to_dict(),
+                    "evidence": [{**e.to_dict(), "rule": e.rule} for e in tag.evidence],
+                    "threshold": self._topics[tag.topic].threshold,
+                    "given": passed,
+                }
                 for tag, passed in topics
             ],
             "places": list(places),
@@ -1409,6 +1507,13 @@ class Tagger:
                 if explain:
                     results.append((_frozen(TopicTag, topic=name, score=0.0, evidence=()), False))
                 continue
+            past: list[tuple[int, int, int]] = []
+            if topic.background is not None and anchors[0][1] == 1:
+                # Background mentions matter only when the title neither names the topic nor
+                # speaks of it (hits are in reading order: title hits come first).
+                said = groups.get(topic.support)
+                if not (said and said[0][1] == 0):
+                    anchors, past = self._background(anchors, conditions, topic.background)
             anchor_total = self._total(anchors, density)
             # Support adds at most min(support_cap, anchor_total): when even that leaves the
             # score clearly below the threshold, the topic is not given, whatever the support.
@@ -1427,6 +1532,8 @@ class Tagger:
                     if (in_title if h[1] == 0 else near is True or near(h[1], h[2], h[3]))
                     and (not h[0].conditional or conditions.ok(h))
                 ]
+                if past:  # support words in a background sentence tell of the past, not now
+                    support = [h for h in support if not _inside(past, h)]
             support_total = self._total(support, density) if support else 0.0
             raw = anchor_total + min(sc.support_cap, anchor_total, support_total)
             score = round(1.0 - math.exp(-raw / sc.scale), 3)
@@ -1439,20 +1546,49 @@ class Tagger:
                 if fld._shift is not None:
                     start, end = fld.orig(start), fld.orig(end)
                 evidence.append(
-                    _frozen(Evidence, term=entry.label, field=fld.name, start=start, end=end)
+                    _frozen(
+                        Evidence,
+                        term=fld.text[start:end],
+                        field=fld.name,
+                        start=start,
+                        end=end,
+                        rule=entry.label,
+                    )
                 )
             tag = _frozen(TopicTag, topic=name, score=score, evidence=tuple(evidence))
             results.append((tag, passed))
         return results, _places(groups.get("places", ())), _names(groups.get("actors", ()))
+
+    def _background(
+        self, anchors: list[_Hit], conditions: _Conditions, context: str
+    ) -> tuple[list[_Hit], list[tuple[int, int, int]]]:
+        """A topic's ``background``: an anchor in a sentence where that context holds (dated in
+        the past: "in Sinjar, where ISIS killed thousands in 2014") weighs background_weight
+        times its weight. Returns the anchors and those sentences (field index, start, end)."""
+        past = []
+        out = anchors
+        for k, hit in enumerate(anchors):
+            sentence = conditions.sentence(context, hit)
+            if sentence is not None:
+                if out is anchors:
+                    out = list(anchors)
+                entry = hit[0]
+                weak = self._discounted.get(entry)
+                if weak is None:
+                    weight = entry.weight * self._scoring.background_weight
+                    weak = self._discounted[entry] = replace(entry, weight=weight)
+                out[k] = (weak, hit[1], hit[2], hit[3])
+                past.append(sentence)
+        return out, past
 
     def _evidence(self, anchors: list[_Hit], support: list[_Hit]) -> list[_Hit]:
         """Anchors first when the evidence must be cut, at most ``evidence_per_term``
         occurrences of one term per field; then in reading order (title first)."""
         per_term, most = self._scoring.evidence_per_term, self._scoring.max_evidence
         out: list[_Hit] = []
-        seen: dict[tuple[_Entry, int], int] = {}
+        seen: dict[tuple[str, int], int] = {}
         for hit in anchors + support:
-            key = hit[0], hit[1]
+            key = hit[0].where, hit[1]  # an entry and its weighted copies are one term
             n = seen.get(key, 0)
             if n < per_term:
                 seen[key] = n + 1
@@ -1570,7 +1706,9 @@ class _Conditions:
     """The context rules for one article. A context is indexed the first time a hit asks for it
     (most articles never ask for most contexts) and then answers every hit of the article."""
 
-    __slots__ = ("_checks", "_contexts", "_fields", "_groups", "_lede")
+    __slots__ = (
+        "_checks", "_clean", "_contexts", "_fields", "_groups", "_lede", "_marks", "_sentences",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -1584,6 +1722,9 @@ class _Conditions:
         self._groups = groups
         self._lede = lede
         self._checks: dict[str, _Check] = {}
+        self._clean: list[str | None] = [None, None]  # the fields without their marks
+        self._sentences: list[tuple[int, int, int]] = []  # found so far: field index, start, end
+        self._marks: dict[tuple[str, int], list[int]] = {}  # sentence context, field -> starts
 
     def ok(self, hit: _Hit) -> bool:
         """Whether all of the hit's ``needs`` and none of its ``unless`` are satisfied."""
@@ -1623,6 +1764,9 @@ class _Conditions:
             # for itself).
             topic_hits = self._groups.get(f"topic:{ctx.topic}", ())
             return _near([h for h in topic_hits if h[0].vouches], ctx.window, self._lede)
+        if ctx.sentence:
+            name = ctx.name
+            return lambda fi, start, end: self.sentence(name, (None, fi, start, end)) is not None
         if ctx.group is not None:
             return _near(self._groups.get(ctx.group, ()), ctx.window, self._lede)
         places = self._groups.get("places", ())
@@ -1632,6 +1776,131 @@ class _Conditions:
             fields = self._fields
             skip = lambda h: _location(fields, h, ctx)
         return _countries_near(spots, ctx, self._lede, skip)
+
+
+    def sentence(self, name: str, hit: _Hit | tuple) -> tuple[int, int, int] | None:
+        """The sentence of a hit (field index, start, end) when context ``name`` (window:
+        sentence) holds in it: one of its words, or with ``years`` a year that is not part of a
+        date, is in that sentence. None when it does not hold."""
+        _, fi, start, end = hit
+        ctx = self._contexts[name]
+        words = self._marks.get((name, fi))
+        if words is None:
+            group = self._groups.get(ctx.group or "", ())
+            words = self._marks[(name, fi)] = [h[2] for h in group if h[1] == fi]
+        fld = self._fields[fi]
+        text = self._clean[fi]
+        if text is None:
+            text = self._clean[fi] = fld.clean
+        lo, hi = max(0, start - _SENTENCE_REACH), min(len(text), end + _SENTENCE_REACH)
+        i = bisect_left(words, lo)
+        word = i < len(words) and words[i] < hi
+        if not word and not (ctx.years and _year_digits(fld, text, lo, hi)):
+            return None  # cheap: nothing of the kind anywhere near, no sentence to find
+        for known in self._sentences:
+            if known[0] == fi and known[1] <= start < known[2]:
+                s, e = known[1], known[2]
+                break
+        else:
+            s, e = _sentence(text, start, end, lo, hi)
+            self._sentences.append((fi, s, e))
+        if word:
+            i = bisect_left(words, s)
+            if i < len(words) and words[i] < e:
+                return fi, s, e
+        if ctx.years and _past_year(fld, text, s, e, ctx.months):
+            return fi, s, e
+        return None
+
+
+# Sentences: a hit's sentence runs from the end of the previous one to the end of its own, at
+# most _SENTENCE_REACH characters either side of the hit. A sentence ends at . ! ? ؟ ; ؛ or …
+# followed by a space, a closing quote or bracket or the end of the text ("U.S." and "3.5" go
+# on), or at a line break.
+_SENTENCE_REACH = 400
+_SENTENCE_MARKS = (".", "!", "?", "\u061f", ";", "\u061b", "\u2026", "\n")
+_AFTER_SENTENCE = frozenset(" \t\r\n\u00a0\"')]\u201d\u2019\u00bb")
+# A year: 19xx or 20xx (Arabic-Indic digits too), not inside a number, time or ISO date
+# ("2024-01-05").
+_ARABIC_YEAR_HEADS = ("\u0661\u0669", "\u0662\u0660", "\u06f1\u06f9", "\u06f2\u06f0")
+_ARABIC_YEAR_PREFIXES = "\u0648\u0628\u0644\u0641"  # و ب ل ف
+_YEAR_AFTER = re.compile(r"\w|[/:]|[-.]\d\d?(?!\d)")
+_WORD = re.compile(r"\w+")
+
+
+def _sentence(text: str, start: int, end: int, lo: int, hi: int) -> tuple[int, int]:
+    """The sentence around text[start:end], within text[lo:hi]."""
+    s, e = lo, hi
+    for mark in _SENTENCE_MARKS:
+        i = text.rfind(mark, s, start)
+        while i >= 0 and not _ends(text, i):
+            i = text.rfind(mark, s, i)
+        if i >= s:
+            s = i + 1
+        j = text.find(mark, end, e)
+        while j >= 0 and not _ends(text, j):
+            j = text.find(mark, j + 1, e)
+        if j >= 0:
+            e = j
+    return s, e
+
+
+def _ends(text: str, i: int) -> bool:
+    """Whether the mark at text[i] ends a sentence."""
+    return i + 1 >= len(text) or text[i + 1] in _AFTER_SENTENCE
+
+
+def _year_digits(fld: _Field, text: str, lo: int, hi: int) -> bool:
+    """Whether text[lo:hi] (the clean text of a field) may hold a year (19xx, 20xx): cheap, no
+    expression (the projection keeps Western digits; Arabic-Indic ones are looked up in Arabic
+    texts)."""
+    projection = fld.projection  # projection[i + 1] is text[i]
+    if projection.find(b"20", lo + 1, hi + 1) >= 0 or projection.find(b"19", lo + 1, hi + 1) >= 0:
+        return True
+    return fld.arabic and any(text.find(head, lo, hi) >= 0 for head in _ARABIC_YEAR_HEADS)
+
+
+def _past_year(fld: _Field, text: str, start: int, end: int, months: frozenset[str]) -> bool:
+    """Whether the clean ``text`` of a field names, in text[start:end], a year that is not part of
+    a full date: "in 2014", "عام 2014", "in June 2014", but not "March 3, 2025" or "3 آذار 2025"
+    (a day before the year, perhaps with a month between: a dated report, today's news)."""
+    projection = fld.projection  # projection[i + 1] is text[i]
+    starts = []
+    for head in (b"19", b"20"):
+        i = projection.find(head, start + 1, end + 1)
+        while i >= 0:
+            starts.append(i - 1)
+            i = projection.find(head, i + 1, end + 1)
+    if fld.arabic:  # Arabic-Indic digits are not in the projection
+        for head in _ARABIC_YEAR_HEADS:
+            i = text.find(head, start, end)
+            while i >= 0:
+                starts.append(i)
+                i = text.find(head, i + 1, end)
+    for i in starts:
+        j = i + 4
+        if j <= len(text) and text[i + 2 : j].isdecimal() and not _YEAR_AFTER.match(text, j):
+            c = text[i - 1] if i else " "
+            # و ب ل ف may be attached to a year (و2017, ب2014); other letters and digits not.
+            if (c.isalnum() or c in "/:_") and c not in _ARABIC_YEAR_PREFIXES:
+                continue
+            before = _WORD.findall(text, max(0, i - 25), i)
+            if before and _word_key(before[-1]) in months:
+                before.pop()
+            if not (before and before[-1].isdecimal() and len(before[-1]) <= 2):
+                return True
+    return False
+
+
+@lru_cache(maxsize=4096)
+def _word_key(word: str) -> str:
+    return _key(word)
+
+
+def _inside(sentences: list[tuple[int, int, int]], hit: _Hit) -> bool:
+    """Whether a hit lies in one of these sentences (field index, start, end)."""
+    _, fi, start, _ = hit
+    return any(f == fi and s <= start < e for f, s, e in sentences)
 
 
 def _location(fields: tuple[_Field, _Field], hit: _Hit, ctx: _Context) -> bool:

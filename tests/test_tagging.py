@@ -16,6 +16,8 @@ import pytest
 import marsad._match
 from marsad.errors import TaxonomyError
 from marsad.tagging import (
+    BUNDLED_TAXONOMY,
+    RELEASED_FINGERPRINTS,
     TOPICS,
     Evidence,
     Tagger,
@@ -309,9 +311,10 @@ def test_arabic_isis_with_prefixes_and_diacritics_keeps_original_offsets(tagger)
     evidence = evidence_of(result, "isis")
     by_surface = {(title if e.field == "title" else text)[e.start : e.end]: e for e in evidence}
     assert by_surface["لداعش"].field == "title"
-    assert by_surface["لداعش"].term == "داعش*"
+    assert by_surface["لداعش"].term == "لداعش" and by_surface["لداعش"].rule == "داعش*"
     assert by_surface["وداعش"].field == "text"
-    assert by_surface["وتبنّى"].term == "تبنى"  # shadda kept in the span
+    assert by_surface["وتبنّى"].term == "وتبنّى"  # shadda kept in the span
+    assert by_surface["وتبنّى"].rule == "تبنى"
     assert "هجومٍ" in by_surface  # tanween kept in the span
     assert "تنظيم الدولة" in by_surface or "تنظيم الدولة الإسلامية" in by_surface
     assert_offsets_sound(result, title, text)
@@ -328,8 +331,8 @@ def test_arabic_coalition_with_attached_preposition(tagger):
     assert {"isis", "coalition"} <= topics_of(result)
     evidence = evidence_of(result, "coalition")
     first = evidence[0]
-    assert text[first.start : first.end] == "بالتحالف الدولي"
-    assert first.term == "التحالف الدولي"
+    assert text[first.start : first.end] == first.term == "بالتحالف الدولي"
+    assert first.rule == "التحالف الدولي"
     assert {"Damascus", "Deir ez-Zor"} <= set(result.places)
 
 
@@ -459,7 +462,8 @@ def write(tmp_path: Path, text: str, name: str = "taxonomy.yaml") -> Path:
 
 def test_custom_single_file_taxonomy(tmp_path):
     tagger = Tagger.from_path(write(tmp_path, MINIMAL.replace("WEIGHT", "2")))
-    assert tagger.version == "test-1"
+    assert tagger.declared_version == "test-1"
+    assert tagger.version == f"test-1+local.{tagger.fingerprint[:8]}"  # never released
     assert topics_of(tagger.tag(None, "ISIS fighters were hit by coalition jets in Syria.")) == {
         "isis",
         "coalition",
@@ -474,7 +478,8 @@ def test_fingerprint_follows_the_files(tmp_path):
     again = Tagger.from_path(write(tmp_path, MINIMAL.replace("WEIGHT", "2")))
     edited = Tagger.from_path(write(tmp_path, MINIMAL.replace("WEIGHT", "3")))
     assert first.fingerprint == again.fingerprint != edited.fingerprint
-    assert first.version == edited.version == "test-1"
+    assert first.declared_version == edited.declared_version == "test-1"
+    assert first.version == again.version != edited.version
 
 
 def test_custom_taxonomy_folder(tmp_path):
@@ -590,7 +595,8 @@ def test_background_mention_is_not_isis(tagger):
     )
     explained = {t["topic"]: t for t in tagger.explain(title, text)["topics"]}
     assert not explained["isis"]["given"]
-    assert explained["isis"]["evidence"][0]["term"] == "background mention"
+    assert explained["isis"]["evidence"][0]["rule"] == "background mention"
+    assert explained["isis"]["evidence"][0]["term"] == "once held by ISIS"
 
 
 def test_isis_in_a_capitalised_title_is_isis(tagger):
@@ -926,6 +932,278 @@ def test_bloc_members_must_be_countries(tmp_path):
         Tagger.from_path(write(tmp_path, text))
 
 
+# --- background mentions and short reports ----------------------------------------------------
+
+OLIVE_TITLE = "Bashiqa olive harvest"
+OLIVE = (
+    "Farmers around Bashiqa began picking olives this week, and growers said the crop looked "
+    "like the best in years after a wet spring. In Bashiqa, where Islamic State militants cut "
+    "down and burned thousands of trees and killed farmers who refused to leave in 2014, "
+    "co-operatives have replanted more than forty thousand saplings with help from an "
+    "agricultural charity. The local press that presses oil for the villages reopened in 2021 "
+    "and now runs two shifts. Traders in Mosul pay about four dollars a litre, a price that "
+    "growers say barely covers the cost of hired pickers and diesel for the pumps. The "
+    "agriculture directorate said it would buy surplus oil for school canteens if prices fell "
+    "further, and that a new cold store would open before the next season."
+)
+OLIVE_MORE = (
+    " Younger growers have started selling soap and pickled olives online, shipping to Erbil "
+    "and Baghdad by bus. One co-operative employs twelve women who sort and bottle the oil, "
+    "and its manager said orders had doubled since the summer. Agronomists from the university "
+    "in Duhok are testing drip irrigation on three plots to see whether the trees can cope "
+    "with hotter summers; the first results will be published next year. The provincial "
+    "council has asked the ministry to repair the road to the press, which floods every "
+    "winter and cuts the villages off for days."
+)
+
+
+@pytest.mark.parametrize("paragraphs", [0, 1, 3], ids=["750-chars", "1400-chars", "2800-chars"])
+def test_a_dated_background_mention_is_not_isis(tagger, paragraphs):
+    """One ISIS mention in a sentence dated in the past ("where ... in 2014"), with its own
+    support words (militants, killed), in an article about something else."""
+    text = OLIVE + OLIVE_MORE * paragraphs
+    explained = {t["topic"]: t for t in tagger.explain(OLIVE_TITLE, text)["topics"]}
+    assert not explained["isis"]["given"]
+    # The support words of that sentence do not count: the mention stands alone.
+    assert [e["term"] for e in explained["isis"]["evidence"]] == ["Islamic State"]
+
+
+def test_a_background_mention_counts_when_the_title_is_about_isis(tagger):
+    # The same text under a title naming the group, or speaking of what it did.
+    for title in ("Groves burned by ISIS bloom again", "Olive farmers killed in 2014 mourned"):
+        assert "isis" in topics_of(tagger.tag(title, OLIVE)), title
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Since ISIS's defeat in Iraq, farmers in Sinjar have replanted their fields and expect "
+        "a large wheat harvest this year.",
+        "After the fall of ISIS, the old market in Raqqa was rebuilt and now sells vegetables "
+        "and clothes again.",
+        "The bridge, which Islamic State fighters blew up when they were driven out of the city "
+        "in 2017, reopened to traffic on Sunday.",
+        "Years ago ISIS gunmen attacked the village; today its school has three hundred pupils.",
+        "عادت الدراسة إلى مدرسة في سنجار لأول مرة منذ هزيمة داعش، بعد أن أعيد بناء صفوفها.",
+        "افتتح المحافظ الجسر الذي فجره مسلحو داعش إبان سيطرة داعش على المدينة عام 2014.",
+        "افتتح المحافظ الجسر الذي فجره مسلحو تنظيم الدولة عام ٢٠١٦، وقال إنه سيخفف الزحام.",
+        "وقال المزارعون إن عناصر داعش أحرقوا الحقول آنذاك، لكن المحصول هذا العام وفير.",
+    ],
+)
+def test_single_background_mentions_are_not_isis(tagger, text):
+    assert "isis" not in topics_of(tagger.tag("", text))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # The three short reports of the audit, and more of the kind.
+        "هاجم مسلحو داعش حاجزا للجيش في البادية",
+        "اعتقلت القوات العراقية عناصر من تنظيم الدولة في الأنبار",
+        "Iraqi forces detained two ISIS members in Kirkuk",
+        "Iraqi forces detained two ISIS members in Kirkuk on March 3, 2025.",
+        "Iraqi forces detained two ISIS members in Kirkuk on 3 March 2025.",
+        "Police in Salahuddin arrested a suspected Islamic State member accused of planting bombs.",
+        "Kurdish security forces detained three Daesh suspects at a checkpoint near Makhmour.",
+        "Gunmen from ISIS stormed a village near Khanaqin overnight, local officials said.",
+        "ألقت القوات الأمنية القبض على ثلاثة عناصر من تنظيم الدولة في قضاء الحويجة.",
+        "قتل جنديان في هجمات شنها مسلحون من داعش على مواقع للجيش شرق حمص.",
+        "أحبطت قوة أمنية مخططا لداعش كان يستهدف زوارا في كربلاء.",
+    ],
+)
+def test_short_reports_with_one_isis_mention_are_isis(tagger, text):
+    assert "isis" in topics_of(tagger.tag("", text)), tagger.explain("", text)["topics"][0]
+
+
+def test_a_background_sentence_beside_current_news_is_isis(tagger):
+    text = (
+        "ISIS gunmen attacked an army post near Tuz Khurmatu on Tuesday, killing two soldiers. "
+        "The group once held large parts of the province, until it was driven out in 2017."
+    )
+    assert "isis" in topics_of(tagger.tag("", text))
+
+
+def test_a_date_is_not_the_past_but_a_year_is(tmp_path):
+    """The sentence context feature on its own: a year counts, a dated report does not."""
+    taxonomy = write(
+        tmp_path,
+        MINIMAL.replace("WEIGHT", "1").replace(
+            "  near_isis: {topic_terms: isis, window: 100}\n",
+            "  near_isis: {topic_terms: isis, window: 100}\n"
+            "  past: {terms: [at the time], years: true, months: [March, آذار],\n"
+            "         window: sentence}\n",
+        ).replace("    terms: [ISIS, داعش*]", "    terms: [{term: ISIS, unless: past}, داعش*]"),
+    )
+    tagger = Tagger.from_path(taxonomy)
+    given = {
+        "ISIS attacked the town. Later, in 2014, it was rebuilt.": True,  # another sentence
+        "ISIS attacked the town in 2014.": False,
+        "ISIS attacked the town in March 2014.": False,
+        "ISIS, at the time the town's rulers, fled.": False,
+        "ISIS attacked the town on March 3, 2025.": True,
+        "ISIS attacked the town on 3 March 2025.": True,
+        "ISIS attacked 2024-05-03, at 20:19 or in 12019 or with 2000s.": True,
+        "قال إن ISIS هاجم البلدة في 3 آذار 2025.": True,
+        "قال إن ISIS هاجم البلدة عام ٢٠١٤.": False,
+        "قال إن ISIS هاجم البلدة و2014 شهد ذلك.": False,
+    }
+    for text, expected in given.items():
+        assert ("isis" in topics_of(tagger.tag(None, text))) is expected, text
+
+
+# --- evidence and versions -----------------------------------------------------------------------
+
+
+def test_evidence_term_is_the_text_matched_and_rule_the_entry(tagger):
+    title = "Iraqi forces raid ISIS hideout"
+    text = "Iraqi troops arrested three suspects at an ISIS hideout near Kirkuk, و قتل عناصر لداعش."
+    result = tagger.tag(title, text)
+    fields = {"title": title, "text": text}
+    for tag in result.topics:
+        for e in tag.evidence:
+            assert e.term == fields[e.field][e.start : e.end]
+            assert e.to_dict() == {"term": e.term, "field": e.field, "start": e.start, "end": e.end}
+    explained = {t["topic"]: t for t in tagger.explain(title, text)["topics"]}
+    rules = {e["term"]: e["rule"] for e in explained["isis"]["evidence"]}
+    assert rules["hideout"] == rules["arrested"] == "raid"
+    assert rules["لداعش"] == "داعش*"
+
+
+def test_the_bundled_version_is_its_release():
+    """Changing the bundled taxonomy means bumping its version and pinning the new fingerprint
+    in RELEASED_FINGERPRINTS (marsad/tagging.py), so every stored version names one rule set."""
+    tagger = Tagger.from_path(None)
+    assert RELEASED_FINGERPRINTS.get(tagger.declared_version) == tagger.fingerprint
+    assert tagger.version == tagger.declared_version == get_tagger().version
+
+
+def test_an_edited_copy_of_the_taxonomy_gets_its_own_version(tmp_path):
+    same, edited = tmp_path / "same", tmp_path / "edited"
+    for folder in (same, edited):
+        folder.mkdir()
+        for file in BUNDLED_TAXONOMY.glob("*.yaml"):
+            (folder / file.name).write_text(file.read_text(encoding="utf-8"), encoding="utf-8")
+    topics = edited / "topics.yaml"
+    text = topics.read_text(encoding="utf-8")
+    assert "    threshold: 0.45\n" in text
+    topics.write_text(text.replace("    threshold: 0.45\n", "    threshold: 0.5\n", 1), "utf-8")
+    bundled = get_tagger()
+    assert Tagger.from_path(same).version == bundled.version  # the same files: the release
+    copy = Tagger.from_path(edited)
+    assert copy.declared_version == bundled.declared_version
+    assert copy.version == f"{bundled.declared_version}+local.{copy.fingerprint[:8]}"
+    assert copy.version != bundled.version and len(copy.version) <= 32  # the stored column
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('version: "test-1"', 'version: "a-very-long-version-name"', "at most 16 characters"),
+        (
+            "    threshold: 0.3\n    terms: [ISIS",
+            "    threshold: 0.3\n    background: near_isis\n    terms: [ISIS",
+            "background must name a context with window: sentence",
+        ),
+        (
+            "{topic_terms: isis, window: 100}",
+            "{topic_terms: isis, window: sentence}",
+            "window: sentence is only for contexts with terms",
+        ),
+        (
+            "{topic_terms: isis, window: 100}",
+            "{topic_terms: isis, window: 100, years: true}",
+            "years and months are only for contexts with window: sentence",
+        ),
+    ],
+)
+def test_malformed_versions_and_sentence_contexts(tmp_path, old, new, expected):
+    text = MINIMAL.replace("WEIGHT", "1")
+    assert old in text
+    with pytest.raises(TaxonomyError, match=expected):
+        Tagger.from_path(write(tmp_path, text.replace(old, new)))
+
+
+# --- held out: items written for the audit, not tuned on ------------------------------------------
+# (id, title, text, topics it must have, topics it must not have). Written after the rules of
+# version 2.2, which passed 23 of them; the dev set (benchmarks/data) is what rules are tuned on.
+
+HELD_OUT = [
+    ("en-isis-arrest", "", "Police in Salahuddin arrested a suspected Islamic State member accused "
+     "of planting bombs on the road to Baiji, the provincial command said.", {"isis"}, set()),
+    ("en-isis-detain", "", "Kurdish security forces detained three Daesh suspects at a checkpoint "
+     "outside Makhmour on Sunday.", {"isis"}, set()),
+    ("en-isis-raid", "Troops storm hideout", "Iraqi troops stormed an ISIS hideout in the Hamrin "
+     "mountains and seized weapons and explosives.", {"isis"}, set()),
+    ("en-isis-camp", "", "Authorities flew 150 Iraqi women and children home from al-Hol camp on "
+     "Wednesday, the ministry of migration said.", {"isis"}, set()),
+    ("en-isis-sleeper", "", "A sleeper cell of the Islamic State was dismantled in Raqqa's western "
+     "countryside, a local commander told reporters.", {"isis"}, set()),
+    ("ar-isis-attack", "", "هاجم مسلحون من داعش نقطة عسكرية في ريف دير الزور الشرقي فجر اليوم.",
+     {"isis"}, set()),
+    ("ar-isis-arrest", "", "ألقت القوات الأمنية القبض على ثلاثة عناصر من تنظيم الدولة في قضاء "
+     "الحويجة.", {"isis"}, set()),
+    ("ar-isis-plot", "", "أحبطت قوة أمنية مخططا لداعش كان يستهدف زوارا في كربلاء، بحسب بيان "
+     "لخلية الإعلام الأمني.", {"isis"}, set()),
+    ("ar-isis-camp", "", "أعادت السلطات العراقية دفعة جديدة من العائلات من مخيم الهول إلى مخيم "
+     "الجدعة جنوب الموصل.", {"isis"}, set()),
+    ("en-coal-uk", "RAF jets hit militants in Anbar", "British Typhoons struck an ISIS hideout in "
+     "the Anbar desert on Friday, the Ministry of Defence said.", {"isis", "coalition"}, set()),
+    ("ar-coal-strike", "", "نفذت طائرات التحالف الدولي غارة جوية على مخبأ لعناصر داعش في "
+     "سلسلة جبال حمرين.", {"isis", "coalition"}, set()),
+    ("en-coal-centcom", "", "CENTCOM said its forces killed an ISIS official responsible for "
+     "prison break plots in a helicopter raid in northern Syria.", {"isis", "coalition"}, set()),
+    ("en-reg-intel", "", "Iraqi and Syrian intelligence chiefs met in Baghdad and agreed to share "
+     "intelligence on ISIS cells moving across the border.", {"regional_cooperation"}, set()),
+    ("en-reg-pkk", "", "Turkey and Iraq agreed to set up a joint operations centre to coordinate "
+     "action against the PKK, the two foreign ministers said.", {"regional_cooperation"}, set()),
+    ("ar-reg-drugs", "", "اتفق وزيرا الداخلية الأردني والعراقي على تعزيز التعاون الأمني وتبادل "
+     "المعلومات لمكافحة تهريب المخدرات عبر الحدود.", {"regional_cooperation"}, set()),
+    ("en-coalition-gov", "Budget passes", "Iraq's coalition government pushed the budget through "
+     "parliament after weeks of haggling between the blocs.", set(), {"coalition"}),
+    ("ar-electoral-bloc", "", "أعلن تحالف انتخابي جديد في البصرة قائمة مرشحيه لانتخابات مجالس "
+     "المحافظات.", set(), {"coalition"}),
+    ("en-snc", "", "The Syrian National Coalition elected a new president at its meeting in "
+     "Istanbul on Saturday.", set(), {"coalition"}),
+    ("ar-yemen", "", "قال التحالف بقيادة السعودية إن دفاعاته الجوية اعترضت صاروخا أطلقه "
+     "الحوثيون باتجاه جازان.", set(), {"coalition"}),
+    ("en-yemen", "Strikes on Hodeidah", "Coalition jets bombed Houthi positions near Hodeidah, "
+     "the Saudi-led coalition said in a statement.", set(), {"coalition"}),
+    ("en-hts", "", "Hayat Tahrir al-Sham fighters clashed with government troops in southern "
+     "Idlib, and an al-Qaeda affiliate claimed a drone attack on an army post.", set(), {"isis"}),
+    ("ar-hts", "", "اعتقلت هيئة تحرير الشام قياديا في تنظيم حراس الدين المرتبط بالقاعدة في "
+     "ريف إدلب.", set(), {"isis"}),
+    ("en-economy", "", "Jordan and Iraq signed agreements on electricity interconnection, "
+     "customs and trade at a meeting in Amman.", set(), {"regional_cooperation"}),
+    ("ar-economy", "", "وقعت مصر والعراق مذكرات تفاهم في مجالات الطاقة والاستثمار والنقل خلال "
+     "زيارة رئيس الوزراء إلى القاهرة.", set(), {"regional_cooperation"}),
+    ("en-us-only", "", "Jordan and the United States signed a defence cooperation agreement "
+     "covering training and border security.", set(), {"regional_cooperation"}),
+    ("ar-us-only", "", "بحث وزير الدفاع العراقي مع نظيره الأمريكي التعاون الأمني ومستقبل "
+     "مهمة المستشارين.", set(), {"regional_cooperation"}),
+    ("en-bg-olive", OLIVE_TITLE, OLIVE, set(), {"isis"}),
+    ("en-bg-olive-long", OLIVE_TITLE, OLIVE + OLIVE_MORE * 3, set(), {"isis"}),
+    ("en-bg-stadium", "Mosul stadium reopens", "Mosul's football stadium reopened on Friday "
+     "with a friendly between two local clubs. The stands, used as a firing position by ISIS "
+     "fighters who were killed there in 2017, have been rebuilt with money from the provincial "
+     "budget, and ten thousand fans attended.", set(), {"isis"}),
+    ("ar-bg-bridge", "", "افتتح محافظ نينوى الجسر القديم في الموصل بعد إعادة تأهيله، وهو الجسر "
+     "الذي فجره مسلحو داعش إبان سيطرتهم على المدينة عام 2014. وقال المحافظ إن الجسر سيخفف "
+     "الزحام في الجانب الأيمن، وإن أعمال تأهيل جسرين آخرين ستبدأ الشهر المقبل بتمويل من "
+     "الموازنة الاتحادية.", set(), {"isis"}),
+    ("ar-bg-school", "", "عادت الدراسة إلى مدرسة ابتدائية في قضاء سنجار لأول مرة منذ هزيمة "
+     "داعش، بعد أن أعادت منظمة محلية بناء صفوفها وتجهيزها بالمقاعد. وقال مدير المدرسة إن "
+     "أكثر من ثلاثمئة تلميذ سجلوا هذا العام.", set(), {"isis"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("title", "text", "given", "not_given"), [h[1:] for h in HELD_OUT], ids=[h[0] for h in HELD_OUT]
+)
+def test_held_out_items(tagger, title, text, given, not_given):
+    topics = topics_of(tagger.tag(title, text))
+    assert given <= topics and not (not_given & topics), tagger.explain(title, text)["topics"]
+
+
 # --- the phrase finder --------------------------------------------------------------------------
 
 PHRASES = """\
@@ -972,18 +1250,66 @@ def random_texts(seed: int, count: int) -> list[str]:
     return texts
 
 
-@pytest.mark.parametrize("taxonomy", ["bundled", "phrases"])
+# Arabic: clitics (و ف ب ل ال), attached pronouns, a ة that becomes ت, wildcards, phrases that
+# the conjunction reading cuts short ("وزير" is و + "زير" before it is "وزير الداخلية").
+PHRASES_AR = """\
+version: "t-4"
+contexts:
+  near_isis: {topic_terms: isis, window: 40}
+topics:
+  isis:
+    threshold: 0.3
+    terms: [داعش*, تنظيم الدولة, تنظيم الدولة الإسلامية, خلية, زير, وزير الداخلية]
+    support: [هجوم*, عناصر, الخلايا النائمة]
+  coalition:
+    threshold: 0.3
+    terms: [{term: التحالف, needs: near_isis}, التحالف الدولي, قوات التحالف]
+  regional_cooperation:
+    threshold: 0.3
+    terms: [التعاون الأمني, اتفاق أمني, وزراء الداخلية]
+places:
+  - {name: Iraq, terms: [العراق, عراق*]}
+"""
+
+WORDS_AR = [
+    "داعش", "لداعش", "وداعش", "فلداعش", "الداعشي", "تنظيم", "الدولة", "الإسلامية", "خلية",
+    "خليته", "وخلاياهم", "خلايا", "زير", "وزير", "الداخلية", "وزراء", "هجوم", "هجوما",
+    "والهجمات", "عناصر", "عناصره", "الخلايا", "النائمة", "التحالف", "بالتحالف", "وللتحالف",
+    "تحالف", "الدولي", "قوات", "قواته", "التعاون", "الأمني", "اتفاق", "اتفاقا", "أمنيا", "أمني",
+    "العراق", "والعراقية", "في", "من", "على", "ISIS", "وَداعِش", "داعـــش",
+]  # fmt: skip
+SEPARATORS_AR = (" ", " ", " ", "، ", ". ", "  ", "\n", " - ", "\u200f ")
+
+
+def random_arabic_texts(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        parts = []
+        for _ in range(rng.randint(1, 50)):
+            parts.append(rng.choice(WORDS_AR))
+            parts.append(rng.choice(SEPARATORS_AR))
+        texts.append("".join(parts[: -1 if rng.random() < 0.5 else None]))
+    return texts
+
+
+@pytest.mark.parametrize("taxonomy", ["bundled", "phrases", "arabic"])
 def test_phrase_automaton_finds_what_the_expression_finds(tmp_path, monkeypatch, taxonomy):
-    """The Aho-Corasick automaton only says where the Latin expression would match: phrases
-    after runs of spaces, wildcards, overlaps and phrases ending the text tag alike without it."""
+    """The Aho-Corasick automata only say where the Latin and Arabic expressions would match:
+    phrases after runs of spaces, wildcards, overlaps, phrases ending the text, Arabic clitics
+    and pronouns tag alike without them."""
     pytest.importorskip("ahocorasick")
-    path = None if taxonomy == "bundled" else write(tmp_path, PHRASES)
+    path = {"bundled": None, "phrases": PHRASES, "arabic": PHRASES_AR}[taxonomy]
+    path = path if path is None else write(tmp_path, path)
     automaton = Tagger.from_path(path)
     monkeypatch.setattr(marsad._match, "ahocorasick", None)
     expression = Tagger.from_path(path)
-    assert automaton._lexicon._latin_finder.compiled
-    assert not expression._lexicon._latin_finder.compiled
-    for text in random_texts(7, 300) + [ISIS_ATTACK_TEXT, "U.S.-led coalition", "IS  group"]:
+    for finder in ("_latin_finder", "_arabic_finder"):
+        if getattr(automaton._lexicon, finder) is not None:
+            assert getattr(automaton._lexicon, finder).compiled
+            assert not getattr(expression._lexicon, finder).compiled
+    texts = random_texts(7, 300) + random_arabic_texts(11, 300)
+    for text in texts + [ISIS_ATTACK_TEXT, "U.S.-led coalition", "IS  group", "وزير  الداخلية"]:
         title = text[:40]
         assert automaton.explain(title, text) == expression.explain(title, text), text
         assert automaton.tag(title, text) == expression.tag(title, text), text
