@@ -4,9 +4,10 @@ Near-duplicate detection with MinHash over word shingles (datasketch) and locali
 hashing kept in the database: each article's signature is cut into bands, and articles sharing a
 band hash within a time window are candidates; a candidate joins the cluster when the estimated
 Jaccard similarity of the two texts reaches the threshold, or when the shorter text lies almost
-whole inside the longer (containment, below). Syndicated wire copies, re-publications, light
-rewrites, shortened copies and extended versions land together; different stories about the same
-event do not.
+whole inside the longer (containment, below), unless the two state different facts where they
+differ (templated releases, below). Syndicated wire copies, re-publications, light rewrites,
+shortened copies and extended versions land together; different stories about the same event,
+and the same boilerplate about another event, do not.
 
 Containment. An outlet that runs only the first half of a wire story, or a long version that adds
 local paragraphs to a short wire copy, shares most of the shorter text but only half of the union:
@@ -31,6 +32,33 @@ at least MIN_WORDS shingles:
   unrelated candidates.
 
 Articles stored before shingle counts were kept have none and are compared by Jaccard only.
+
+Templated releases. Press releases, ministry statements, daily casualty bulletins and market
+reports repeat the same paragraphs with another place, name, date or figure: two CENTCOM raid
+releases of ~100 words reach Jaccard ~0.7, two days of an exchange-rate report ~0.7. Shingles
+cannot tell them from copies, the facts can. After a pair matches on its signatures, the two texts
+are aligned on their shared word 5-grams (the anchors; monotone, so a moved paragraph counts as
+dropped in one place and added in the other), and the stretches between two anchors where both
+texts say something, each in place of the other, are read for facts: numbers (digits of any
+script, separators dropped, and the number words two to twelve), capitalised words not opening a
+sentence, Arabic weekday and month names, and the Arabic word after a name cue (محافظة, قرية,
+أبو, الشيخ, ...). A fact counts when the other text nowhere has that word, nor, for a Latin
+name, one with the same consonants (Mayadin and Mayadeen, Deir ez-Zor and Deir Ezzor). If each
+text holds at least MIN_DIFFERING_FACTS = 2 such facts, they report different events and do not
+join:
+
+- Stretches only one text has do not count: a dropped sentence, a local paragraph, an outlet's
+  "read also" line, nor what lies outside the anchors (datelines, bylines, sign-offs, the rest of
+  a longer text); nor whole sentences each, such as two outlets' "read also" lines at one
+  paragraph break: a template's slots lie within its sentences. Light rewrites change words, not
+  facts; letter forms and diacritics are folded.
+- Two, on each side: a wire copy that corrects one figure, or an outlet that writes "Islamic
+  State" where the other wrote "ISIS", still joins. A template that changes only one fact (a
+  weekday, with nothing else) is not told apart, nor one whose differing facts lie before its
+  first or after its last anchor; Arabic names are only seen after a cue.
+- The facts come from the texts: a head's text is read with its signature, in the same query
+  (still three per batch), and a text is read for facts only when its signature matches a head's
+  (then once per batch). A head stored without its text is compared by signature only.
 """
 
 from __future__ import annotations
@@ -42,7 +70,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -66,12 +94,42 @@ MAX_WORDS = 5000  # a story's first 5,000 words identify it; more would only cos
 DEFAULT_THRESHOLD = 0.6
 DEFAULT_CONTAINMENT = 0.8  # reasoning in the module docstring
 CONTAINMENT_MIN_JACCARD = 0.3  # below this the containment estimate is mostly noise
+MIN_DIFFERING_FACTS = 2  # reasoning in the module docstring
 DEFAULT_WINDOW = timedelta(days=3)
 # Pinned: signatures stored in the database must stay comparable across datasketch releases.
 SCHEME = "affine32"
 _WORD = re.compile(r"\w+")
 _INSERT_BAND = insert(StoryBand.__table__)
 _COMBINING = re.compile(r"[\u0300-\u036f\u064b-\u065f\u0670\u06d6-\u06ed\u0640]")
+
+# Facts (module docstring, "Templated releases").
+# Each word with what precedes it; 43,391 and ٤٣٬٣٩١ are one number.
+_FACT_TOKEN = re.compile(r"(\W*)(\d+(?:[.,\u066b\u066c]\d+)*|\w+)")
+_SENTENCE_END = re.compile(r"[.!?:\n\u061f]")
+_DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "0123456789" * 2)
+_NOT_DIGIT = re.compile(r"\D")
+# A Latin name's consonants, doubled letters once, no final h: Mayadin and Mayadeen, Deir ez-Zor
+# and Deir Ezzor, Hasakah and Hasaka are spelled apart, not different places.
+_VOWELS = re.compile(r"[aeiouy]+|h$")
+_DOUBLED = re.compile(r"(.)\1+")
+_NUMBER_WORDS = {
+    **{word: str(n) for n, word in enumerate(
+        "two three four five six seven eight nine ten eleven twelve".split(), start=2)},
+    **{normalize_arabic(word): str(n) for n, words in enumerate((
+        "اثنان اثنين اثنتان اثنتين", "ثلاث ثلاثة", "أربع أربعة", "خمس خمسة", "ست ستة", "سبع سبعة",
+        "ثماني ثمانية", "تسع تسعة", "عشر عشرة"), start=2) for word in words.split()},
+}  # fmt: skip
+# Arabic has no capitals: weekdays and months (Gregorian and Levantine names) are facts, and so
+# is the word after a cue that a name follows, with or without a joined و ب ل ف.
+_ARABIC_CALENDAR = frozenset(normalize_arabic(
+    "الأحد الاثنين الإثنين الثلاثاء الأربعاء الخميس الجمعة السبت يناير فبراير مارس أبريل إبريل "
+    "مايو يونيو يونيه يوليو يوليه أغسطس سبتمبر أكتوبر نوفمبر ديسمبر كانون شباط آذار نيسان أيار "
+    "حزيران تموز آب أيلول تشرين"
+).split())
+_ARABIC_NAME_CUES = frozenset(normalize_arabic(
+    "محافظة مدينة بلدة قرية قضاء ناحية منطقة حي مخيم ريف وادي جبل جبال ولاية مديرية أبو بن المدعو "
+    "الشيخ العميد اللواء العقيد الفريق الرائد النقيب"
+).split())
 
 
 @lru_cache(maxsize=1)
@@ -161,6 +219,116 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a == b)) / len(a)
 
 
+class _Facts:
+    """A text as the fact check reads it: its words and where each word 5-gram first occurs.
+    Which words are facts is only worked out where two texts differ."""
+
+    __slots__ = ("_skeletons", "gaps", "grams", "shingles", "tokens", "vocabulary", "words")
+
+    def __init__(self, text: str) -> None:
+        text = normalize_arabic(_COMBINING.sub("", text)).translate(_DIGITS)
+        pairs = _FACT_TOKEN.findall(text)[:MAX_WORDS]
+        self.gaps, self.tokens = zip(*pairs) if pairs else ((), ())
+        self.words = words = list(map(str.casefold, self.tokens))
+        for k, token in enumerate(self.tokens):
+            if token[0].isdigit():  # 43,391 is 43391, 03 is 3
+                words[k] = _NOT_DIGIT.sub("", token).lstrip("0") or "0"
+        vocabulary = set(words)
+        vocabulary.update(_NUMBER_WORDS[word] for word in vocabulary & _NUMBER_WORDS.keys())
+        self.vocabulary = vocabulary
+        self.grams = grams = list(zip(*(words[i:] for i in range(SHINGLE_WORDS))))
+        # Reversed, so that the first occurrence of a repeated 5-gram is the one kept.
+        self.shingles = dict(zip(reversed(grams), range(len(grams) - 1, -1, -1)))
+        self._skeletons: set[str] | None = None
+
+    def has(self, fact: str) -> bool:
+        """Whether the text has ``fact`` anywhere, a Latin name in another spelling too."""
+        if fact in self.vocabulary:
+            return True
+        if not (fact.isascii() and fact.isalpha()) or len(skeleton := _skeleton(fact)) < 2:
+            return False
+        if self._skeletons is None:
+            self._skeletons = {
+                _skeleton(word) for token, word in zip(self.tokens, self.words, strict=True)
+                if token[0].isupper() and word.isascii()
+            }
+        return skeleton in self._skeletons
+
+    def starts(self, k: int) -> bool:
+        """Whether word ``k`` opens a sentence (not after "U.S.": an initial goes on)."""
+        if k == 0 or k == len(self.words):
+            return True
+        previous = self.tokens[k - 1]
+        initial = len(previous) == 1 and previous.isalpha()
+        return not initial and _SENTENCE_END.search(self.gaps[k]) is not None
+
+    def fact(self, k: int) -> str | None:
+        """Word ``k`` as a fact (numbers as digits), or None if it is not one."""
+        token, word = self.tokens[k], self.words[k]
+        if token[0].isdigit():
+            return word
+        if word in _NUMBER_WORDS:
+            return _NUMBER_WORDS[word]
+        if token[0].isupper():
+            return None if self.starts(k) else word
+        if word in _ARABIC_CALENDAR or (k > 0 and _names_follow(self.words[k - 1])):
+            return word
+        return None
+
+    def sentences(self, gap: range) -> bool:
+        """Whether the words of ``gap``, followed by an anchor, are whole sentences."""
+        return self.starts(gap.start) and self.starts(gap.stop)
+
+
+def _skeleton(word: str) -> str:
+    return _DOUBLED.sub(r"\1", _VOWELS.sub("", word))
+
+
+def _names_follow(word: str) -> bool:
+    return word in _ARABIC_NAME_CUES or (word[:1] in "وبلف" and word[1:] in _ARABIC_NAME_CUES)
+
+
+def differing_facts(a: str, b: str) -> tuple[set[str], set[str]]:
+    """The facts (numbers, names, dates) each text states where the other says something else.
+
+    Reasoning in the module docstring, "Templated releases"; numbers come back as digits,
+    words case folded and with Arabic letter forms folded.
+    """
+    return _differing(_Facts(a), _Facts(b))
+
+
+def _differing(a: _Facts, b: _Facts) -> tuple[set[str], set[str]]:
+    anchors: list[tuple[int, int]] = []
+    last = -1
+    shingles = b.shingles
+    for i, gram in enumerate(a.grams):
+        j = shingles.get(gram, -1)
+        if j > last:
+            anchors.append((i, j))
+            last = j
+    only_a: set[str] = set()
+    only_b: set[str] = set()
+    for (i, j), (next_i, next_j) in zip(anchors, anchors[1:]):
+        gap_a = range(i + SHINGLE_WORDS, next_i)
+        gap_b = range(j + SHINGLE_WORDS, next_j)
+        # Each says something in place of the other, within a sentence: a whole line each
+        # (two outlets' "read also" links at one paragraph break) is not a template's slot.
+        if gap_a and gap_b and not (a.sentences(gap_a) and b.sentences(gap_b)):
+            only_a.update(_missing(a, gap_a, b))
+            only_b.update(_missing(b, gap_b, a))
+    return only_a, only_b
+
+
+def _missing(text: _Facts, gap: range, other: _Facts) -> set[str]:
+    """The facts among ``text``'s words in ``gap`` that ``other`` nowhere has."""
+    return {fact for k in gap if (fact := text.fact(k)) is not None and not other.has(fact)}
+
+
+def same_facts(a: str, b: str) -> bool:
+    """False when two texts, however alike, report different events (templated releases)."""
+    return min(map(len, differing_facts(a, b))) < MIN_DIFFERING_FACTS
+
+
 def band_hashes(sig: np.ndarray) -> list[int]:
     """One signed 64-bit hash per band (BIGINT on every backend)."""
     raw = sig.astype("<u4").tobytes()
@@ -204,6 +372,12 @@ class _Head:
     sig: np.ndarray
     shingle_count: int | None
     when: datetime
+    text: str | None
+
+    @cached_property
+    def facts(self) -> _Facts | None:
+        """Read once per batch, and only for a pair whose signatures match."""
+        return None if self.text is None else _Facts(self.text)
 
 
 def assign_cluster(
@@ -213,7 +387,10 @@ def assign_cluster(
     when: datetime,
     settings: ClusterSettings = ClusterSettings(),
 ) -> int:
-    """Give one article its story cluster and index its bands; returns the cluster id."""
+    """Give one article its story cluster and index its bands; returns the cluster id.
+
+    The cluster heads' texts are read from their rows: ``text`` should be what the article's row
+    holds, or will hold by the end of the transaction, as the ingest writes them together."""
     values = assign_clusters(session, [ClusterItem(article_id, text, when)], settings)[article_id]
     session.execute(
         update(Article).where(Article.id == article_id).values(**values),
@@ -269,11 +446,12 @@ def assign_clusters(
     head_ids = {cluster or other for other, cluster in cluster_of.items()}
     heads: dict[int, _Head] = {}
     for chunk in _chunks(sorted(head_ids)):
-        for head_id, head_sig, head_count, head_when in session.execute(
-            select(Article.id, Article.minhash, Article.shingle_count, Article.story_at)
-            .where(Article.id.in_(chunk), Article.minhash.is_not(None))
+        for head_id, head_sig, head_count, head_when, head_text in session.execute(
+            select(
+                Article.id, Article.minhash, Article.shingle_count, Article.story_at, Article.text
+            ).where(Article.id.in_(chunk), Article.minhash.is_not(None))
         ):
-            heads[head_id] = _Head(from_bytes(head_sig), head_count, head_when)
+            heads[head_id] = _Head(from_bytes(head_sig), head_count, head_when, head_text)
 
     placed: set[int] = set()
     placed_bands: dict[int, set[int]] = defaultdict(set)
@@ -294,13 +472,14 @@ def assign_clusters(
             candidates.update(other for other in stored_bands.get(band, ()) if other not in placed)
             candidates.update(placed_bands.get(band, ()))
         candidates.discard(article_id)
+        placed_head = _Head(sig, count, item.when, item.text)
         best = article_id
         if candidates and article_id not in leaders:
-            best = _closest(sig, count, candidates, cluster_of, heads, item.when, settings) or article_id
+            best = _closest(placed_head, candidates, cluster_of, heads, settings) or article_id
         cluster_of[article_id] = best
         if best != article_id:
             leaders.add(best)  # should the head come later in the batch, it stays where it is
-        heads[article_id] = _Head(sig, count, item.when)
+        heads[article_id] = placed_head
         for band in set(bands):
             placed_bands[band].add(article_id)
             band_rows.append({"band_hash": band, "article_id": article_id})
@@ -315,29 +494,38 @@ def assign_clusters(
 
 
 def _closest(
-    sig: np.ndarray,
-    count: int,
+    article: _Head,
     candidates: set[int],
     cluster_of: dict[int, int],
     heads: dict[int, _Head],
-    when: datetime,
     settings: ClusterSettings,
 ) -> int | None:
     """The cluster whose first article this text copies, within the window; None if none does.
 
     Comparing with each cluster's first article, not with any member, keeps clusters from
     chaining: a run of similar but different stories (templated releases a few days apart) would
-    otherwise merge step by step into one cluster spanning weeks.
+    otherwise merge step by step into one cluster spanning weeks. A head whose signature matches
+    but whose facts differ (module docstring) is passed over for the next best.
     """
-    best, best_rank = None, None
-    for head_id in sorted({cluster_of.get(c) or c for c in candidates}):  # ties: the oldest cluster
+    when = article.when
+    matches: list[tuple[tuple[int, float], int]] = []
+    for head_id in {cluster_of.get(c) or c for c in candidates}:
         head = heads.get(head_id)
         if head is None or not (when - settings.window <= head.when <= when + settings.window):
             continue
-        rank = match_rank(sig, count, head.sig, head.shingle_count, settings)
-        if rank is not None and (best_rank is None or rank > best_rank):
-            best, best_rank = head_id, rank
-    return best
+        rank = match_rank(
+            article.sig, article.shingle_count, head.sig, head.shingle_count, settings
+        )
+        if rank is not None:
+            matches.append((rank, head_id))
+    # Best rank first; ties: the oldest cluster.
+    for _, head_id in sorted(matches, key=lambda match: (-match[0][0], -match[0][1], match[1])):
+        head_facts, facts = heads[head_id].facts, article.facts
+        if head_facts is None or facts is None:  # a head stored without its text
+            return head_id
+        if min(map(len, _differing(facts, head_facts))) < MIN_DIFFERING_FACTS:
+            return head_id
+    return None
 
 
 def _chunks(values: Sequence[int], size: int = 500) -> list[Sequence[int]]:

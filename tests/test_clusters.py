@@ -14,7 +14,9 @@ from marsad.clusters import (
     assign_cluster,
     band_hashes,
     containment,
+    differing_facts,
     match_rank,
+    same_facts,
     shingles_of,
     signature,
     similarity,
@@ -362,21 +364,24 @@ def test_a_jaccard_match_outranks_an_older_containment_match(engine: Engine) -> 
 
 def test_a_batch_is_clustered_as_if_its_articles_came_one_by_one(engine: Engine) -> None:
     """The ingest places a whole batch at once; each article must still see those before it, in
-    the batch and in the database, and a re-stored one must keep the clusters it leads."""
+    the batch and in the database, and a re-stored one must keep the clusters it leads. Heads'
+    texts, which tell templated releases apart, come from the database or from the batch."""
     from marsad.clusters import ClusterItem, assign_clusters
 
     words = WIRE.split()
     drifting = [" ".join(words[i * 12:] + OTHER_STORY.split()[: i * 12]) for i in range(5)]
-    texts = [WIRE, REPUBLISHED, OTHER_STORY, *drifting, WIRE, "A teaser.", REPUBLISHED]
+    templated = [RAID_APRIL, RAID_MARCH_COPY, TOLL_MONDAY, TOLL_TUESDAY, TOLL_MONDAY_DATELINE]
+    texts = [WIRE, REPUBLISHED, OTHER_STORY, *drifting, *templated, WIRE, "A teaser.", REPUBLISHED]
     times = [T0 + timedelta(hours=n) for n in range(len(texts))]
     times[-1] = T0 + timedelta(days=9)  # outside the window of every earlier copy
 
-    def place(batched: bool, prefix: str, shift: timedelta) -> list[int | None]:
+    def place(batched: bool, prefix: str, shift: timedelta) -> tuple[list[int | None], list[int]]:
         """``shift`` keeps the two runs' stories out of each other's window."""
         with session_scope(engine) as session:
-            # Two stored before the batch: one the batch copies, one re-stored within it.
-            stored = [_article(session, f"https://{prefix}.example/s{n}", text, T0 + shift - timedelta(hours=1))
-                      for n, text in enumerate((OTHER_STORY, WIRE))]
+            # Three stored before the batch: ones the batch copies, one re-stored within it.
+            before = T0 + shift - timedelta(hours=1)
+            stored = [_article(session, f"https://{prefix}.example/s{n}", text, before)
+                      for n, text in enumerate((OTHER_STORY, WIRE, RAID_MARCH))]
             for article in stored:
                 assign_cluster(session, article.id, article.text, article.published_at)
             batch = [_article(session, f"https://{prefix}.example/{n}", text, when + shift)
@@ -384,23 +389,234 @@ def test_a_batch_is_clustered_as_if_its_articles_came_one_by_one(engine: Engine)
             items = [ClusterItem(a.id, a.text, a.published_at) for a in batch]
             # Re-extracted mid-batch as another story: it leads the copy placed before it, so stays.
             items.insert(3, ClusterItem(stored[1].id, OTHER_STORY, T0 + shift))
-            if batched:
-                placed = assign_clusters(session, items)
-                for article_id, values in placed.items():
-                    session.execute(update(Article).where(Article.id == article_id).values(**values))
-            else:
-                for item in items:
+            placed = assign_clusters(session, items) if batched else {}
+            for item in items:  # each row's text is written with its cluster, as the ingest does
+                row = update(Article).where(Article.id == item.article_id)
+                if batched:
+                    session.execute(row.values(text=item.text, **placed[item.article_id]))
+                else:
+                    session.execute(row.values(text=item.text))
                     assign_cluster(session, item.article_id, item.text, item.when)
             order = [*stored, *batch]
             session.expire_all()  # the updates went around the ORM: read the rows again
             clusters = {a.id: a.cluster_id for a in session.scalars(select(Article))}
-            bands = {a.id: sorted(session.scalars(select(StoryBand.band_hash).where(StoryBand.article_id == a.id)))
-                     for a in order}
+            band_rows = select(StoryBand.article_id)
+            bands = [len(session.scalars(band_rows.where(StoryBand.article_id == a.id)).all())
+                     for a in order]
             # Clusters as positions in `order`, so the two runs' different ids compare.
             position = {a.id: n for n, a in enumerate(order)}
-            return [position.get(clusters[a.id]) for a in order] + [len(bands[a.id]) for a in order]
+            return [position.get(clusters[a.id]) for a in order], bands
 
     one_by_one = place(False, "single", timedelta(0))
     batched = place(True, "batch", timedelta(days=60))
     assert batched == one_by_one
-    assert len(set(one_by_one[: len(texts) + 2])) > 3  # several clusters, not one
+    clusters = one_by_one[0]
+    assert len(set(clusters)) > 3  # several clusters, not one
+    stored_march = 2
+    april, copy, monday, tuesday, monday_copy = (3 + texts.index(text) for text in templated)
+    assert clusters[april] == april and clusters[copy] == stored_march  # a head stored before
+    assert clusters[tuesday] == tuesday and clusters[monday_copy] == monday  # heads in the batch
+
+
+# Templated releases: the same boilerplate about another event -------------------------------------
+
+RAID_MARCH = (
+    "U.S. Central Command forces conducted a helicopter raid in Deir ez-Zor province, Syria, on "
+    "March 12, resulting in the death of Abu Yusuf al-Ansari, a senior ISIS official responsible "
+    "for planning attacks against Coalition and partner forces in the region. Two armed associates "
+    "of the official were also killed during the operation. There are no indications that any "
+    "civilians were harmed. \"This raid shows our enduring commitment to the defeat of ISIS,\" said "
+    "General Daniel Harlow, commander of U.S. Central Command. \"We will continue to hunt down ISIS "
+    "leaders wherever they hide.\" CENTCOM, alongside partner forces, remains committed to the "
+    "enduring defeat of ISIS, which continues to threaten the region, our allies and the homeland."
+)
+RAID_APRIL = (
+    RAID_MARCH.replace("Deir ez-Zor", "Hasakah").replace("March 12", "April 27")
+    .replace("Abu Yusuf al-Ansari", "Khalid Hamad al-Jubouri")
+)
+# The March release as a news site runs it: dateline, a clause of its own, sign-off.
+RAID_MARCH_COPY = (
+    "WASHINGTON (Levant Wire) — "
+    + RAID_MARCH.replace("There are no indications", "The command said there were no indications")
+    + " Reporting by Sam Porter; editing by Nadia Karim."
+)
+# Lightly rewritten: another name for the group, a sentence put another way.
+RAID_MARCH_REWRITE = (
+    RAID_MARCH.replace("a senior ISIS official", "a senior Islamic State official").replace(
+        "There are no indications that any civilians were harmed.",
+        "No civilians appear to have been harmed, the command said.",
+    )
+)
+# Another outlet's spelling of the place and the name.
+RAID_MARCH_RESPELLED = RAID_MARCH.replace("Deir ez-Zor", "Deir Ezzor").replace("Yusuf", "Yousef")
+# The April release with a local outlet's paragraph: it holds the March release's boilerplate.
+RAID_APRIL_LOCAL = (
+    RAID_APRIL + " Residents of Hasakah said helicopters circled over the village of Tal Baydar "
+    "for about an hour before dawn and that troops searched two houses. A local council member "
+    "said the man had moved to the area with his family two years ago and worked as a trader."
+)
+
+# The March release with a local outlet's paragraph.
+RAID_MARCH_LOCAL = (
+    RAID_MARCH + " In Deir ez-Zor, residents of the village of Hatla said they heard helicopters "
+    "for about an hour before dawn, followed by gunfire and two explosions near a farmhouse on the "
+    "bank of the Euphrates. A member of the local council said the man had arrived in the area last "
+    "year with his family and presented himself as a livestock trader."
+)
+
+TOLL_MONDAY = (
+    "The Health Ministry said on Monday that 52 people had been killed and 147 wounded across the "
+    "territory over the previous 24 hours, bringing the death toll since the start of the war to "
+    "43,391 and the number of wounded to 102,347. Many victims remain under the rubble and on the "
+    "roads, where ambulance and civil defence crews cannot reach them, the ministry said in its "
+    "daily statement. It added that hospitals in the north were running out of fuel and medicines, "
+    "and appealed to international organisations to secure the entry of supplies and the "
+    "evacuation of patients who need treatment abroad."
+)
+TOLL_TUESDAY = (
+    TOLL_MONDAY.replace("Monday", "Tuesday").replace("52 people", "38 people")
+    .replace("147 wounded", "96 wounded").replace("43,391", "43,429").replace("102,347", "102,443")
+)
+# Two outlets' copies of Monday's bulletin, each with its byline or dateline and its sign-off.
+TOLL_MONDAY_BYLINE = (
+    "By Rana Haddad, Gaza Desk. " + TOLL_MONDAY + " Additional reporting by Omar Saleh in Cairo."
+)
+TOLL_MONDAY_DATELINE = (
+    "CAIRO, Nov 10 (Mashriq Press) - " + TOLL_MONDAY + " (Editing by Jonathan Weir)"
+)
+
+# The Security Media Cell's air-strike statement, two days, two places.
+CELL_SUNDAY = (
+    "أعلنت خلية الإعلام الأمني، يوم الأحد، أن طائرات القوة الجوية العراقية نفذت ضربات جوية "
+    "استهدفت أوكارا لعصابات داعش الإرهابية في وادي الشاي ضمن محافظة كركوك، ما أسفر عن تدمير "
+    "الأوكار وقتل من كان بداخلها. وقالت الخلية في بيان إنه بتوجيه من القائد العام للقوات المسلحة "
+    "وبمعلومات استخبارية دقيقة من مديرية الاستخبارات العسكرية، نفذت طائرات إف 16 ضربات جوية "
+    "دقيقة على الأهداف المحددة، وأكدت أن الضربات تأتي ضمن العمليات المستمرة لملاحقة بقايا "
+    "عصابات داعش الإرهابية وتجفيف منابعها في المناطق الوعرة. وأضافت أن القوات الأمنية ستواصل "
+    "عملياتها حتى القضاء على آخر فلول الإرهاب، داعية المواطنين إلى التعاون مع الأجهزة الأمنية "
+    "والإبلاغ عن أي تحركات مشبوهة."
+)
+CELL_WEDNESDAY = (
+    CELL_SUNDAY.replace("الأحد", "الأربعاء").replace("وادي الشاي", "جبال حمرين")
+    .replace("كركوك", "ديالى")
+)
+# Sunday's statement on a news site: voweled, hamza dropped, its dateline and sign-off.
+CELL_SUNDAY_COPY = (
+    "بغداد - شبكة الرافدين: "
+    + CELL_SUNDAY.replace("أعلنت", "اعلنت").replace("الإرهابية", "الارهابية")
+    .replace("الأمني", "الأَمْنِيّ").replace("العراقية", "العراقيّة")
+    + " تابعونا على منصاتنا."
+)
+# Lightly rewritten: other verbs, the day and the place kept.
+CELL_SUNDAY_REWRITE = (
+    CELL_SUNDAY.replace("نفذت ضربات جوية استهدفت", "شنت غارات استهدفت")
+    .replace("داعية المواطنين", "ودعت المواطنين")
+)
+
+# A market report: the same sentences each morning, the day's rates.
+DOLLAR_MONDAY = (
+    "استقرت أسعار صرف الدولار الأمريكي مقابل الدينار العراقي في بورصة الكفاح المركزية في بغداد مع "
+    "افتتاح التداولات صباح يوم الاثنين، وسجلت 148250 دينارا عراقيا مقابل 100 دولار أمريكي، وهي "
+    "الأسعار ذاتها التي سجلتها البورصة عند الإغلاق. وبحسب جولة لمراسل الوكالة في الأسواق المحلية، "
+    "فقد استقرت أسعار البيع والشراء في محال الصيرفة بالأسواق المحلية في العاصمة، إذ بلغ سعر البيع "
+    "149250 دينارا عراقيا لكل 100 دولار أمريكي، فيما بلغ سعر الشراء 147250 دينارا. وفي أربيل عاصمة "
+    "إقليم كردستان استقرت الأسعار أيضا، وقال صرافون إن الطلب على الدولار ما يزال ضعيفا بسبب تراجع "
+    "حركة الاستيراد وانتظار التجار لقرارات البنك المركزي بشأن المنصة الإلكترونية للتحويلات."
+)
+DOLLAR_TUESDAY = (
+    DOLLAR_MONDAY.replace("الاثنين", "الثلاثاء").replace("148250", "148600")
+    .replace("149250", "149500").replace("147250", "147500")
+)
+
+TEMPLATED = [
+    (RAID_MARCH, RAID_APRIL),
+    (TOLL_MONDAY, TOLL_TUESDAY),
+    (CELL_SUNDAY, CELL_WEDNESDAY),
+    (DOLLAR_MONDAY, DOLLAR_TUESDAY),
+    (RAID_MARCH, RAID_APRIL_LOCAL),
+]
+TEMPLATED_IDS = ["raid-release", "daily-toll", "arabic-statement", "arabic-exchange-rates",
+                 "raid-release-with-local-paragraph"]
+
+
+@pytest.mark.parametrize(("first", "then"), TEMPLATED, ids=TEMPLATED_IDS)
+def test_templated_releases_about_other_events_do_not_join(
+    engine: Engine, first: str, then: str
+) -> None:
+    # The signatures alone would join them: by Jaccard (~0.7), the last by containment.
+    assert _shares_a_band(first, then) and _rank(then, first) is not None
+    with session_scope(engine) as session:
+        head = _article(session, "https://centcom.example/1", first, T0)
+        later = _article(session, "https://centcom.example/2", then, T0 + timedelta(days=1))
+        results = [assign_cluster(session, a.id, a.text, a.published_at) for a in (head, later)]
+    assert results == [head.id, later.id]
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        (RAID_MARCH, RAID_MARCH_COPY),
+        (RAID_MARCH_COPY, RAID_MARCH_REWRITE),
+        (RAID_MARCH, RAID_MARCH_RESPELLED),
+        (TOLL_MONDAY_BYLINE, TOLL_MONDAY_DATELINE),
+        (CELL_SUNDAY, CELL_SUNDAY_COPY),
+        (CELL_SUNDAY_COPY, CELL_SUNDAY_REWRITE),
+    ],
+    ids=["outlet-copy", "rewrite-after-copy", "respelled", "two-outlets", "arabic-copy",
+         "arabic-rewrite"],
+)
+def test_copies_of_a_templated_release_still_join(engine: Engine, first: str, then: str) -> None:
+    with session_scope(engine) as session:
+        # The same template about another event, stored first, must not draw them in.
+        other = _article(session, "https://wire.example/0", RAID_APRIL, T0 - timedelta(hours=1))
+        head = _article(session, "https://wire.example/1", first, T0)
+        copy = _article(session, "https://outlet.example/1", then, T0 + timedelta(hours=3))
+        results = [assign_cluster(session, a.id, a.text, a.published_at)
+                   for a in (other, head, copy)]
+    assert results == [other.id, head.id, head.id]
+
+
+def test_a_head_with_other_facts_is_passed_over_for_the_next_best(engine: Engine) -> None:
+    """The March release resembles the April one most (J ~0.69) and the longer local version of
+    itself less (J ~0.64): it joins the local version."""
+    assert _rank(RAID_MARCH, RAID_APRIL) > _rank(RAID_MARCH, RAID_MARCH_LOCAL)
+    with session_scope(engine) as session:
+        april = _article(session, "https://centcom.example/2", RAID_APRIL, T0 - timedelta(days=1))
+        local = _article(session, "https://euphrates.example/1", RAID_MARCH_LOCAL, T0)
+        march = _article(session, "https://centcom.example/1", RAID_MARCH, T0 + timedelta(hours=2))
+        results = [assign_cluster(session, a.id, a.text, a.published_at)
+                   for a in (april, local, march)]
+    assert results == [april.id, local.id, local.id]
+
+
+def test_the_facts_that_tell_templated_releases_apart() -> None:
+    """What differs is read where each text says something in place of the other; the dateline,
+    the sign-off and the line only one text has do not count."""
+    assert differing_facts(RAID_MARCH, RAID_APRIL) == (
+        {"deir", "zor", "march", "12", "abu", "yusuf", "ansari"},
+        {"hasakah", "april", "27", "khalid", "hamad", "jubouri"},
+    )
+    assert differing_facts(DOLLAR_MONDAY, DOLLAR_TUESDAY) == (
+        {"الاثنين", "148250", "149250", "147250"},
+        {"الثلاثاء", "148600", "149500", "147500"},
+    )
+    assert differing_facts(CELL_SUNDAY, CELL_WEDNESDAY) == (
+        {"الاحد", "الشاي", "كركوك"}, {"الاربعاء", "حمرين", "ديالي"}
+    )
+    assert differing_facts(RAID_MARCH_COPY, RAID_MARCH_REWRITE) == (set(), {"islamic", "state"})
+    assert differing_facts(RAID_MARCH, RAID_MARCH_RESPELLED) == (set(), set())  # Ezzor, Yousef
+    assert differing_facts(TOLL_MONDAY_BYLINE, TOLL_MONDAY_DATELINE) == (set(), set())
+    # Figures in another script or without separators are the same figures.
+    eastern = DOLLAR_MONDAY.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    assert differing_facts(DOLLAR_MONDAY, eastern) == (set(), set())
+    assert differing_facts(TOLL_MONDAY, TOLL_MONDAY.replace("43,391", "43391")) == (set(), set())
+    # One figure corrected: one fact each way, still one story.
+    corrected = TOLL_MONDAY.replace("147 wounded", "149 wounded")
+    assert differing_facts(TOLL_MONDAY, corrected) == ({"147"}, {"149"})
+    assert same_facts(TOLL_MONDAY, corrected) and not same_facts(TOLL_MONDAY, TOLL_TUESDAY)
+    # Each outlet's "read also" line at one paragraph break: whole sentences, not a slot.
+    cut = " No casualties were reported"
+    with_link = WIRE.replace(cut, " Read also: Turkish drones hit PKK positions near Duhok." + cut)
+    other_link = WIRE.replace(cut, " Related: SDF detains 12 ISIS suspects in Raqqa." + cut)
+    assert differing_facts(with_link, other_link) == (set(), set())
+    assert differing_facts(WIRE, with_link) == (set(), set())
