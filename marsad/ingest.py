@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, case, select, update
 from sqlalchemy.orm import Session
 
 from marsad import artifacts, store
@@ -57,6 +57,8 @@ MAX_RETRY_AFTER = timedelta(days=1)
 # How much earlier than its interval a feed falls due: a run on a fixed schedule polls it a few
 # seconds later each time, and must not skip it for being a few seconds early.
 POLL_SLACK = timedelta(minutes=2)
+# How a feed switched off for failing is told from one disabled by hand.
+AUTO_INACTIVE = "set inactive after"
 # HTTP statuses that mean the page is gone for good: keep the feed's summary, never refetch.
 GONE_STATUSES = {404, 410}
 PERMANENT_REASONS = {"blocked_address", "bad_scheme", "bad_url"}
@@ -330,7 +332,7 @@ def _record_one(
             values |= {
                 "active": False,
                 "last_error": one_line(
-                    f"set inactive after {failures} failed polls in a row "
+                    f"{AUTO_INACTIVE} {failures} failed polls in a row "
                     f"(`marsad feeds enable` to retry); last error: {outcome.error}",
                     2000,
                 ),
@@ -339,6 +341,9 @@ def _record_one(
         hint = outcome.hint_minutes if outcome.hint_minutes is not None else feed.feed_hint_minutes
         interval = next_interval(feed.poll_interval_minutes, bool(new_ids), hint, settings)
         values |= {
+            # `ingest --feed` on a feed switched off for failing: it answers again, so it is
+            # polled again; a feed disabled by hand (no such reason) stays off.
+            "active": case((Feed.last_error.startswith(AUTO_INACTIVE), True), else_=Feed.active),
             "error_count": 0,
             "last_error": None,
             "last_success_at": now,

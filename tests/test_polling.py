@@ -199,3 +199,26 @@ def test_a_feed_that_keeps_failing_is_set_inactive_and_can_be_enabled(
     assert not _feed(engine, url).active
     unknown = CliRunner().invoke(app, ["feeds", "enable", "https://nowhere.example/rss"])
     assert unknown.exit_code == 1 and "feed not registered" in unknown.stderr
+
+
+@pytestmark_flow
+def test_ingest_feed_on_a_feed_switched_off_for_failing_turns_it_back_on(
+    engine: Engine, http_server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MARSAD_FEED_MAX_FAILURES", "2")
+    reset_settings()
+    failing, by_hand = http_server.url("/flaky.xml"), http_server.url("/paused.xml")
+    http_server.add("/flaky.xml", "unavailable", status=503)
+    http_server.add("/paused.xml", rss("Paused", [Item("P", http_server.url("/gone-p.html"), "p")]))
+    with session_scope(engine) as session:
+        add_feeds(session, [FeedSpec(failing), FeedSpec(by_hand)])
+    for _ in range(2):
+        _run([failing])
+    assert not _feed(engine, failing).active
+    assert CliRunner().invoke(app, ["feeds", "disable", by_hand]).exit_code == 0
+
+    http_server.add("/flaky.xml", rss("Back", [Item("Back", http_server.url("/gone-b.html"), "b")]))
+    assert _run([failing, by_hand]).feeds_ok == 2
+    back, paused = _feed(engine, failing), _feed(engine, by_hand)
+    assert back.active and back.last_error is None and back.error_count == 0
+    assert not paused.active  # an operator's choice is not undone by a test poll
