@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from marsad.config import Settings
-from marsad.health import FeedHealth, feed_health
+from marsad.health import ENABLE_HINT, FeedHealth, feed_health
 from marsad.trends import topic_counts
 from models import RETRYABLE_STATUSES, Article, Digest, Feed, IngestRun
 
@@ -60,6 +61,11 @@ class Status:
                 "ok": self.feeds_ok,
                 "failing": [asdict(p) for p in self.health.failing],
                 "silent": [asdict(p) for p in self.health.silent],
+                # Inactive after failing: since is the last (failed) poll.
+                "switched_off": [
+                    asdict(p) | {"hint": ENABLE_HINT.format(url=p.url)}
+                    for p in self.health.switched_off
+                ],
             },
             "pages_waiting": self.pages_waiting,
             "runs": [asdict(r) for r in self.runs],
@@ -69,36 +75,23 @@ class Status:
 
 
 def collect(session: Session, settings: Settings, now: datetime, runs: int = 5) -> Status:
-    active = dict(
-        session.execute(select(Feed.active, func.count()).group_by(Feed.active)).all()
-    )
+    """What `marsad status` shows. A handful of statements, built once, each reading an index
+    (feeds are few; runs by id; digests by recipient; pages by status; tags by topic and time)."""
+    statements = _statements()
+    connection = session.connection()  # plain rows: no ORM work per statement
+    active = dict(connection.execute(statements["feeds"]).all())
     recent_runs = tuple(
         RunLine(
             r.id, r.started_at, r.finished_at, r.status, r.feeds_polled, r.feeds_failed,
             r.articles_new, r.articles_stored, dict(r.failures or {}), r.error,
         )
-        for r in session.scalars(select(IngestRun).order_by(IngestRun.id.desc()).limit(runs))
-    )
-    latest_digest = (
-        select(Digest.recipient, func.max(Digest.digest_date).label("day"))
-        .group_by(Digest.recipient)
-        .subquery()
-    )
+        for r in connection.execute(statements["runs"], {"runs": runs})
+    )  # fmt: skip
     digests = tuple(
         DigestLine(d.recipient, d.digest_date.isoformat(), d.status, d.story_count, d.last_error)
-        for d in session.scalars(
-            select(Digest)
-            .join(
-                latest_digest,
-                (Digest.recipient == latest_digest.c.recipient)
-                & (Digest.digest_date == latest_digest.c.day),
-            )
-            .order_by(Digest.recipient)
-        )
+        for d in connection.execute(statements["digests"])
     )
-    waiting = session.scalar(
-        select(func.count()).select_from(Article).where(Article.extraction_status.in_(RETRYABLE_STATUSES))
-    )
+    waiting = connection.scalar(statements["waiting"])
     return Status(
         feeds_active=active.get(True, 0),
         feeds_inactive=active.get(False, 0),
@@ -108,3 +101,36 @@ def collect(session: Session, settings: Settings, now: datetime, runs: int = 5) 
         digests=digests,
         topics=topic_counts(session, now),
     )
+
+
+@lru_cache(maxsize=1)
+def _statements() -> dict[str, Any]:
+    # Built once: building a statement costs more than running these.
+    latest_digest = (
+        select(Digest.recipient, func.max(Digest.digest_date).label("day"))
+        .group_by(Digest.recipient)
+        .subquery()
+    )
+    return {
+        "feeds": select(Feed.active, func.count()).group_by(Feed.active),
+        "runs": select(
+            IngestRun.id, IngestRun.started_at, IngestRun.finished_at, IngestRun.status,
+            IngestRun.feeds_polled, IngestRun.feeds_failed, IngestRun.articles_new,
+            IngestRun.articles_stored, IngestRun.failures, IngestRun.error,
+        )
+        .order_by(IngestRun.id.desc())
+        .limit(bindparam("runs", type_=Integer)),
+        "digests": select(
+            Digest.recipient, Digest.digest_date, Digest.status, Digest.story_count,
+            Digest.last_error,
+        )
+        .join(
+            latest_digest,
+            (Digest.recipient == latest_digest.c.recipient)
+            & (Digest.digest_date == latest_digest.c.day),
+        )
+        .order_by(Digest.recipient),
+        "waiting": select(func.count())
+        .select_from(Article)
+        .where(Article.extraction_status.in_(RETRYABLE_STATUSES)),
+    }  # fmt: skip

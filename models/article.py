@@ -54,7 +54,11 @@ def _story_at(context: ExecutionContext) -> datetime:
 
 class Article(Base):
     __tablename__ = "articles"
-    __table_args__ = (UniqueConstraint("feed_id", "guid"),)
+    __table_args__ = (
+        UniqueConstraint("feed_id", "guid"),
+        # Each feed's newest article is one index seek (source health, `marsad status`).
+        Index("ix_articles_feed_id_discovered_at", "feed_id", "discovered_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     canonical_url: Mapped[str] = mapped_column(String(2048), unique=True)

@@ -7,14 +7,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from typer.testing import CliRunner
 
 from digest_data import AMMAN_BAGHDAD, CENTCOM_STRIKE, HAMRIN_RAID, WHEAT_PRICES, add_article, add_feed
 from marsad.cli import app
 from marsad.config import reset_settings
 from marsad.db import session_scope
-from models import IngestRun
+from models import Feed, IngestRun
 
 runner = CliRunner()
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -120,3 +120,99 @@ def test_status_shows_feeds_runs_and_counts(engine: Engine, monkeypatch: pytest.
     assert code == 0, err
     assert "3 active (2 ok, 1 failing, 0 silent)" in out
     assert "failing: Broken Feed" in out and "HTTP 502" in out
+
+
+def test_search_help_says_how_to_start_with_an_exclusion(db_url: str) -> None:
+    code, out, _err = marsad("search", "--help")
+    assert code == 0 and "marsad search --" in " ".join(out.split())
+    code, _out, err = marsad("search", "-wheat hamrin")  # read as an option
+    assert code != 0
+    code, out, err = marsad("search", "--format", "json", "--", "-wheat hamrin")
+    assert code == 0 and json.loads(out) == [], err
+
+
+@pytest.fixture
+def troubled_feeds(engine: Engine) -> None:
+    """A feed switched off after failing, one disabled by hand while healthy, one gone silent
+    after publishing daily, and one that only ever posted a few articles."""
+    with session_scope(engine) as session:
+        dead = add_feed(session, "Dead Wire", "https://dead-wire.example/rss")
+        dead.active, dead.error_count, dead.last_status = False, 20, "failed"
+        dead.last_error = ("set inactive after 20 failed polls in a row (`marsad feeds enable` to "
+                           "retry); last error: HTTP 503")
+        dead.last_fetched_at = NOW - timedelta(days=2)
+        paused = add_feed(session, "Paused Feed", "https://paused.example/rss")
+        paused.active, paused.last_status = False, "ok"
+        quiet = add_feed(session, "Quiet Daily", "https://quiet.example/rss")
+        for n in range(20):
+            add_article(session, quiet, WHEAT_PRICES, fetched=NOW - timedelta(days=5 + n),
+                        url=f"https://quiet.example/{n}")
+        sparse = add_feed(session, "Sparse Monthly", "https://sparse.example/rss")
+        for n in range(3):
+            add_article(session, sparse, WHEAT_PRICES, fetched=NOW - timedelta(days=9 + 10 * n),
+                        url=f"https://sparse.example/{n}")
+
+
+@pytest.mark.usefixtures("troubled_feeds")
+def test_status_lists_feeds_switched_off_after_failing(engine: Engine) -> None:
+    code, out, err = marsad("status", "--format", "json")
+    assert code == 0, err
+    feeds = json.loads(out)["feeds"]
+    assert feeds["inactive"] == 2 and feeds["active"] == 2
+    assert [f["name"] for f in feeds["silent"]] == ["Quiet Daily"]
+    [dead] = feeds["switched_off"]
+    assert dead["name"] == "Dead Wire" and dead["url"] == "https://dead-wire.example/rss"
+    assert "20 failed polls" in dead["detail"] and "HTTP 503" in dead["detail"]
+    assert datetime.fromisoformat(dead["since"]) == NOW - timedelta(days=2)
+    assert dead["hint"] == "re-enable with: marsad feeds enable https://dead-wire.example/rss"
+
+    code, out, err = marsad("status")
+    assert code == 0, err
+    assert "Paused Feed" not in out
+    [line] = [line for line in out.splitlines() if "Dead Wire" in line]
+    assert line.strip().startswith("switched off: Dead Wire (https://dead-wire.example/rss)")
+    assert "HTTP 503" in line and line.endswith("re-enable with: marsad feeds enable https://dead-wire.example/rss")
+
+
+@pytest.mark.usefixtures("archive", "troubled_feeds")
+def test_status_work_does_not_grow_with_the_archive(engine: Engine) -> None:
+    """`marsad status` reads each feed's newest article and the recent tags through indexes:
+    thousands of older articles add no work (counted in SQLite virtual machine steps), so it
+    stays fast over millions of articles (benchmarks/trends.py times it on both backends)."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("counts SQLite's virtual machine steps; benchmarks/trends.py times PostgreSQL")
+    from sqlalchemy import insert
+
+    from marsad.config import get_settings
+    from marsad.status import collect
+    from models import Article
+
+    def steps() -> int:
+        count = 0
+
+        def tick() -> int:
+            nonlocal count
+            count += 1
+            return 0
+
+        with session_scope(engine) as session:
+            raw = session.connection().connection.driver_connection
+            raw.set_progress_handler(tick, 10)
+            try:
+                state = collect(session, get_settings(), NOW)
+            finally:
+                raw.set_progress_handler(None, 0)
+        assert [p.name for p in state.health.silent] == ["Quiet Daily"]
+        return count
+
+    before = steps()
+    with session_scope(engine) as session:
+        feed_id = session.scalar(select(Feed.id).where(Feed.name == "Levant Monitor"))
+        session.execute(insert(Article), [
+            {"canonical_url": f"https://levant-monitor.example/old/{n}", "url": f"https://levant-monitor.example/old/{n}",
+             "feed_id": feed_id, "title": "Old story", "text": "An old story.", "extraction_status": "ok",
+             "discovered_at": NOW - timedelta(days=60, minutes=n)}
+            for n in range(5000)
+        ])
+    after = steps()
+    assert after < before * 1.2, (before, after)

@@ -49,3 +49,9 @@ def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_each_feeds_newest_article_is_one_index_seek(engine: Engine) -> None:
+    # Source health (`marsad status`, the digest's footer) asks every feed for its newest article.
+    indexes = {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes("articles")}
+    assert indexes["ix_articles_feed_id_discovered_at"] == ["feed_id", "discovered_at"]
