@@ -8,12 +8,23 @@ Queries are read as PostgreSQL's ``websearch_to_tsquery`` reads them: words and 
 phrases"`` (all must occur), ``-word`` or ``-"a phrase"`` to exclude, and ``OR`` between
 alternatives (``isis raid OR daesh attack``: both of the first two words, or both of the last two).
 Every other character is only a word separator, and ``AND``, ``NOT`` and ``NEAR`` are words: there
-is no prefix search (``*``), no column filter, no grouping with parentheses. The query is parsed here once and handed to the
-database as a bound value (an FTS5 expression of quoted strings, or a canonical websearch text),
-so nothing the user types reaches SQL and no input can cause a query syntax error.
+is no prefix search (``*``), no column filter, no grouping with parentheses. The query is parsed
+here once and handed to the database as bound values (an FTS5 expression of quoted strings, or one
+websearch text of quoted words per item), so nothing the user types reaches SQL and no input can
+cause a query syntax error.
 
 Both the index and the queries fold Arabic spelling variants (``fold_arabic``): أ إ آ ٱ -> ا,
-ة -> ه, ى ئ -> ي, ؤ -> و; harakat, tatweel and invisible characters are removed. Case is folded
+ة -> ه, ى ئ -> ي, ؤ -> و; harakat, tatweel and invisible characters are removed.
+
+Arabic writes the article and some particles as prefixes of the word (``والعراق``: "and Iraq",
+``للجيش``: "for the army"). A single Arabic word in a query therefore also matches the word with
+those prefixes, and without them (``arabic_forms``): ``سوريا`` finds ``وسوريا``, ``عراق`` finds
+``العراق`` and ``والعراق``, ``والعراق`` finds ``عراق``. The query is expanded, not the index: each
+such word becomes an OR of its forms, which the same whole-word index answers on both backends
+(PostgreSQL's ``arabic`` configuration would stem suffixes too, which SQLite cannot follow). A
+prefix is taken off only when at least ``MIN_STEM`` letters remain, and only the longest prefix the
+word starts with, so ``الله`` never finds ``له``, nor ``والي`` ``إلى``. Quoted phrases of several
+words match as written (folded): a phrase cannot hold alternatives in FTS5. Case is folded
 everywhere; Latin accents on SQLite only (``unicode61 remove_diacritics 2``). English articles are
 stemmed on PostgreSQL only (``fighter`` finds ``fighters``), where English stop words (the, and,
 of) are also ignored in English articles; SQLite matches every word as written.
@@ -37,6 +48,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -50,6 +62,7 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    true,
 )
 from sqlalchemy.dialects.postgresql import REGCONFIG, TSQUERY, TSVECTOR
 from sqlalchemy.orm import Session
@@ -85,6 +98,8 @@ _DELETE_RANGES = (
 )  # fmt: skip
 _DELETED = frozenset(chr(c) for lo, hi in _DELETE_RANGES for c in range(lo, hi + 1))
 _FOLD_TABLE = str.maketrans({**_LETTER_FOLD, **dict.fromkeys(_DELETED)})
+# Whether a text has anything to fold: most have not, and a search is faster than translate().
+_FOLDABLE = re.compile("[" + re.escape("".join(sorted({*_LETTER_FOLD, *_DELETED}))) + "]")
 
 # Where the database marks matches in the folded text: control characters that stored text never
 # contains (marsad.text.scrub removes them), mapped to MARK_START / MARK_END afterwards.
@@ -102,7 +117,44 @@ _RANK_WEIGHTS_POSTGRES = "{0.1, 0.2, 0.2, 1.0}"
 
 def fold_arabic(text: str) -> str:
     """Fold Arabic spelling variants as the search index does (see the module docstring)."""
-    return text.translate(_FOLD_TABLE)
+    return text.translate(_FOLD_TABLE) if _FOLDABLE.search(text) else text
+
+
+# Prefixes Arabic attaches to a word: the conjunctions و and ف, the prepositions ب ل ك, the article
+# ال, and their combinations (ل + ال is written لل). Folded spellings, longest first.
+CLITIC_PREFIXES = (
+    "وبال", "وكال", "ولل", "وال", "فال", "بال", "كال", "لل", "ال", "و", "ف", "ب", "ل", "ك",
+)  # fmt: skip
+# The shortest word a prefix is added to or left after taking one off: Arabic roots have three
+# letters, and shorter remainders (له from الله, م from ألم) are other words or none.
+MIN_STEM = 3
+_ARABIC_LETTERS = re.compile("[\u0621-\u063a\u0641-\u064a]+")
+
+
+def arabic_forms(word: str) -> tuple[str, ...]:
+    """The forms a query word matches: itself, and for one Arabic word of ``MIN_STEM`` letters or
+    more, its stem (the word without the longest prefix it starts with, when ``MIN_STEM`` letters
+    remain) and the word and the stem with every prefix.
+
+    ``word`` is folded. Anything but one Arabic word (a phrase, Latin, digits) is returned as it is.
+    """
+    tokens = re.findall(r"\w+", word)
+    if len(tokens) != 1 or not _ARABIC_LETTERS.fullmatch(tokens[0]):
+        return (word,)
+    token = tokens[0]
+    if len(token) < MIN_STEM:
+        return (token,)
+    stems = [token]
+    prefix = next((p for p in CLITIC_PREFIXES if token.startswith(p)), "")
+    if prefix and len(token) - len(prefix) >= MIN_STEM:
+        stems.append(token[len(prefix) :])
+    forms = [
+        p + stem
+        for stem in stems
+        for p in ("", *CLITIC_PREFIXES)
+        if not (stem.startswith("ال") and p.endswith(("ال", "لل")))  # no article on an article
+    ]
+    return tuple(dict.fromkeys(forms))
 
 
 @dataclass(frozen=True)
@@ -136,11 +188,15 @@ class Query:
     clauses: tuple[Clause, ...]
 
     def fts5(self) -> str:
-        """The query in FTS5 syntax: every item an FTS5 string, so its characters are literal."""
+        """The query in FTS5 syntax: every item an FTS5 string, so its characters are literal;
+        an Arabic word the OR of its forms (``arabic_forms``)."""
+
+        def item(value: str) -> str:
+            forms = ['"' + form.replace('"', '""') + '"' for form in arabic_forms(value)]
+            return forms[0] if len(forms) == 1 else "(" + " OR ".join(forms) + ")"
 
         def joined(items: Sequence[str], operator: str) -> str:
-            quoted = ('"' + item.replace('"', '""') + '"' for item in items)
-            return "(" + f" {operator} ".join(quoted) + ")"
+            return "(" + f" {operator} ".join(item(value) for value in items) + ")"
 
         alternatives = []
         for clause in self.clauses:
@@ -150,13 +206,19 @@ class Query:
             alternatives.append(expression)
         return " OR ".join(alternatives)
 
-    def websearch(self) -> str:
-        """The query as a canonical ``websearch_to_tsquery`` text: every item quoted."""
-        return " or ".join(
-            " ".join([*(f'"{item}"' for item in clause.required),
-                      *(f'-"{item}"' for item in clause.excluded)])
-            for clause in self.clauses
-        )  # fmt: skip
+    @property
+    def shape(self) -> tuple[tuple[int, int], ...]:
+        """How many required and excluded items each clause has: the form of the SQL."""
+        return tuple((len(clause.required), len(clause.excluded)) for clause in self.clauses)
+
+    def websearch_items(self) -> dict[str, str]:
+        """Per item, in the order of ``_tsquery``'s parameters: a ``websearch_to_tsquery`` text
+        of its forms, every form quoted (``"a" or "b"``), so nothing typed is syntax."""
+        items = [value for clause in self.clauses for value in (*clause.required, *clause.excluded)]
+        return {
+            f"item_{number}": " or ".join(f'"{form}"' for form in arabic_forms(value))
+            for number, value in enumerate(items, 1)
+        }
 
 
 _SPACE_LIKE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
@@ -234,6 +296,10 @@ def search(
     ``topic`` keeps articles tagged with it; ``since`` (inclusive) and ``until`` (exclusive) are
     time-zone aware and apply to the publication time, or the time first seen when undated.
     Raises InputError for a query with no words, a too long one, naive datetimes or a bad limit.
+
+    One statement, which finds the page of matches and then, for that page alone, their topics
+    and the excerpts the database marks (an excerpt re-reads the text: never for a match that is
+    not shown).
     """
     parsed = parse_query(query)
     if not 1 <= limit <= MAX_LIMIT:
@@ -241,130 +307,150 @@ def search(
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
             raise InputError(f"{name} needs a time zone: {value.isoformat()}")
-    filters = _filters(topic, since, until)
+    filters = (bool(topic), since is not None, until is not None)
+    params: dict[str, Any] = {"topic": topic, "since": since, "until": until, "limit": limit}
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
-        page, fragments = _search_sqlite(session, parsed, filters, limit)
+        statement = _sqlite_statement(*filters)
+        params["fts_query"] = parsed.fts5()
     elif dialect == "postgresql":
-        page, fragments = _search_postgresql(session, parsed, filters, limit)
+        statement = _postgresql_statement(parsed.shape, *filters)
+        params |= parsed.websearch_items()
     else:
         raise InputError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
-    if not page:
-        return []
-    ids = [row.id for row in page]
-    topics: dict[int, list[str]] = {article_id: [] for article_id in ids}
-    for article_id, name in session.execute(
-        select(ArticleTag.article_id, ArticleTag.topic)
-        .where(ArticleTag.article_id.in_(ids))
-        .order_by(ArticleTag.topic)
-    ):
-        topics[article_id].append(name)
+    rows = session.connection().execute(statement, params).all()
     return [
         SearchHit(
             id=row.id,
             url=row.canonical_url,
             title=row.title,
             published_at=row.published_at,
-            topics=topics[row.id],
-            snippet=_snippet(row.text or row.title or "", fragments.get(row.id)),
+            topics=sorted(row.topics.split(",")) if row.topics else [],
+            snippet=_snippet(row.text or row.title or "", row.fragment),
         )
-        for row in page
+        for row in rows
     ]
 
 
-def _filters(
-    topic: str | None, since: datetime | None, until: datetime | None
-) -> list[ColumnElement[bool]]:
-    story_time = Article.story_at
+def _filters(topic: bool, since: bool, until: bool) -> list[ColumnElement[bool]]:
     filters: list[ColumnElement[bool]] = []
     if topic:
-        filters.append(
-            Article.id.in_(select(ArticleTag.article_id).where(ArticleTag.topic == topic))
-        )
-    if since is not None:
-        filters.append(story_time >= since)
-    if until is not None:
-        filters.append(story_time < until)
+        tagged = select(ArticleTag.article_id).where(ArticleTag.topic == bindparam("topic"))
+        filters.append(Article.id.in_(tagged))
+    if since:
+        filters.append(Article.story_at >= bindparam("since"))
+    if until:
+        filters.append(Article.story_at < bindparam("until"))
     return filters
 
 
-def _page_columns() -> list[Any]:
-    return [Article.id, Article.canonical_url, Article.title, Article.published_at, Article.text]
+def _hit_columns() -> list[Any]:
+    topics = (
+        select(func.aggregate_strings(ArticleTag.topic, ","))
+        .where(ArticleTag.article_id == Article.id)
+        .scalar_subquery()
+    )
+    return [
+        Article.id, Article.canonical_url, Article.title, Article.published_at, Article.text,
+        topics.label("topics"),
+    ]  # fmt: skip
 
 
-def _newest_first() -> list[Any]:
-    return [Article.story_at.desc(), Article.id.desc()]
-
-
-def _search_sqlite(
-    session: Session, query: Query, filters: list[ColumnElement[bool]], limit: int
-) -> tuple[Sequence[Any], dict[int, str]]:
+@lru_cache(maxsize=8)
+def _sqlite_statement(topic: bool, since: bool, until: bool) -> Any:
     fts_table = table("articles_fts", column("rowid", Integer))
     fts = literal_column("articles_fts")
-    rowid = fts_table.c.rowid
-    match = fts.op("MATCH")(bindparam("fts_query", query.fts5(), type_=Text))
+    match = fts.op("MATCH")(bindparam("fts_query", type_=Text))
     # bm25 is lower for better matches.
     rank = func.bm25(fts, _TITLE_WEIGHT_SQLITE, 1.0).label("rank")
-    page = session.execute(
-        select(*_page_columns(), rank)
+    page = (
+        select(Article.id, rank, Article.story_at)
         .select_from(Article)
-        .join(fts_table, rowid == Article.id)
-        .where(match, *filters)
-        .order_by(rank, *_newest_first())
-        .limit(limit)
-    ).all()
-    if not page:
-        return page, {}
-    # snippet() in a second query, for the page only: the first computes no excerpt it drops.
+        .join(fts_table, fts_table.c.rowid == Article.id)
+        .where(match, *_filters(topic, since, until))
+        .order_by(rank, Article.story_at.desc(), Article.id.desc())
+        .limit(bindparam("limit", type_=Integer))
+        .subquery("page")
+    )
+    # SQLite computes every column before sorting: the page is chosen first, and the excerpts
+    # (snippet() needs the full-text table matched again) and topics found for its rows only.
     no_text = or_(Article.text.is_(None), Article.text == "")
     field = case((no_text, 0), else_=1)
-    snippet = func.snippet(fts, field, _DB_START, _DB_END, "", SNIPPET_TOKENS)
-    fragments = session.execute(
-        select(Article.id, snippet)
-        .select_from(Article)
-        .join(fts_table, rowid == Article.id)
-        .where(match, Article.id.in_([row.id for row in page]))
-    ).all()
-    return page, {article_id: fragment for article_id, fragment in fragments}
+    fragment = func.snippet(fts, field, _DB_START, _DB_END, "", SNIPPET_TOKENS, type_=Text)
+    return (
+        select(*_hit_columns(), fragment.label("fragment"))
+        .select_from(page)
+        .join(Article, Article.id == page.c.id)
+        .join(fts_table, fts_table.c.rowid == page.c.id)
+        .where(match)
+        .order_by(page.c.rank, page.c.story_at.desc(), page.c.id.desc())
+    )
 
 
-def _search_postgresql(
-    session: Session, query: Query, filters: list[ColumnElement[bool]], limit: int
-) -> tuple[Sequence[Any], dict[int, str]]:
+@lru_cache(maxsize=64)
+def _postgresql_statement(
+    shape: tuple[tuple[int, int], ...], topic: bool, since: bool, until: bool
+) -> Any:
     vector = literal_column("articles.search_vector", TSVECTOR)
-    config = func.marsad_search_config(Article.language, type_=REGCONFIG)
     english = literal_column("'pg_catalog.english'::regconfig", REGCONFIG)
     simple = literal_column("'pg_catalog.simple'::regconfig", REGCONFIG)
-    words = bindparam("websearch", query.websearch(), type_=Text)
-    # English articles are indexed with stems, the others word for word: each is searched with
-    # the query read the same way. Two conditions on the same GIN index (a BitmapOr).
-    english_query = func.websearch_to_tsquery(english, words, type_=TSQUERY)
-    simple_query = func.websearch_to_tsquery(simple, words, type_=TSQUERY)
+    config = func.marsad_search_config(Article.language, type_=REGCONFIG)
     is_english = config == english
+    # English articles are indexed with stems, the others word for word: each is searched with
+    # the query read the same way. A one-row subquery, which PostgreSQL folds in.
+    found = select(
+        _tsquery(english, shape).label("english"), _tsquery(simple, shape).label("simple")
+    ).subquery("query")
+    # Two conditions on the same GIN index (a BitmapOr).
     match = or_(
-        and_(vector.op("@@")(english_query), is_english),
-        and_(vector.op("@@")(simple_query), ~is_english),
+        and_(vector.op("@@")(found.c.english), is_english),
+        and_(vector.op("@@")(found.c.simple), ~is_english),
     )
-    article_query = case((is_english, english_query), else_=simple_query)
+    article_query = case((is_english, found.c.english), else_=found.c.simple)
     weights = literal_column(f"'{_RANK_WEIGHTS_POSTGRES}'::float4[]")
-    rank = func.ts_rank_cd(weights, vector, article_query, type_=Float).label("rank")
-    page = session.execute(
-        select(*_page_columns(), rank)
-        .where(match, *filters)
-        .order_by(rank.desc(), *_newest_first())
-        .limit(limit)
-    ).all()
-    if not page:
-        return page, {}
-    # ts_headline re-parses the document: only for the page shown, in a second query.
+    rank = func.ts_rank_cd(weights, vector, article_query, type_=Float)
     document = func.marsad_fold_arabic(
         func.left(func.coalesce(func.nullif(Article.text, ""), Article.title, ""), INDEXED_CHARS)
     )
+    # ts_headline re-parses the document, and the topics are a subquery: PostgreSQL computes
+    # such costly columns after the sort and the limit, for the page's rows only.
     headline = func.ts_headline(config, document, article_query, _POSTGRES_HEADLINE, type_=Text)
-    fragments = session.execute(
-        select(Article.id, headline).where(Article.id.in_([row.id for row in page]))
-    ).all()
-    return page, {article_id: fragment for article_id, fragment in fragments}
+    return (
+        select(*_hit_columns(), headline.label("fragment"))
+        .select_from(Article)
+        .join(found, true())
+        .where(match, *_filters(topic, since, until))
+        .order_by(rank.desc(), Article.story_at.desc(), Article.id.desc())
+        .limit(bindparam("limit", type_=Integer))
+    )
+
+
+def _tsquery(config: ColumnElement[Any], shape: tuple[tuple[int, int], ...]) -> ColumnElement[Any]:
+    """A query of this ``shape`` as a ``tsquery`` for a text search configuration.
+
+    Each item is read by ``websearch_to_tsquery`` from its parameter (``Query.websearch_items``);
+    the items are combined with tsquery_and, tsquery_or and tsquery_not (``&&``, ``||``, ``!!``),
+    which leave out an item that the configuration drops entirely (an English stop word).
+    """
+    numbers = iter(range(1, 1 + sum(required + excluded for required, excluded in shape)))
+
+    def item() -> ColumnElement[Any]:
+        parameter = bindparam(f"item_{next(numbers)}", type_=Text)
+        return func.websearch_to_tsquery(config, parameter, type_=TSQUERY)
+
+    alternatives = []
+    for required, excluded in shape:
+        expression = item()
+        for _ in range(required - 1):
+            expression = func.tsquery_and(expression, item(), type_=TSQUERY)
+        for _ in range(excluded):
+            excluding = func.tsquery_not(item(), type_=TSQUERY)
+            expression = func.tsquery_and(expression, excluding, type_=TSQUERY)
+        alternatives.append(expression)
+    query = alternatives[0]
+    for expression in alternatives[1:]:
+        query = func.tsquery_or(query, expression, type_=TSQUERY)
+    return query
 
 
 # Snippets --------------------------------------------------------------------------------------

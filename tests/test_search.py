@@ -19,8 +19,10 @@ from marsad.search import (
     MARK_END,
     MARK_START,
     MAX_QUERY_CHARS,
+    MIN_STEM,
     Clause,
     Query,
+    arabic_forms,
     fold_arabic,
     parse_query,
     search,
@@ -204,6 +206,89 @@ def test_the_index_folds_exactly_as_queries_do(engine: Engine) -> None:
     assert folded == expected
 
 
+# Arabic words with attached prefixes: each article below has its word in one form only.
+PREFIXED = {
+    "and_syria": ("لقاء أمني في عمان", "بحث الوزراء التعاون بين الأردن وسوريا في ضبط الحدود."),
+    "syria": ("سوريا تعلن إغلاق معبر", "أغلقت السلطات المعبر الحدودي أمام الشاحنات."),
+    "and_iraq": ("وفد تركي في بغداد", "وصل الوفد لبحث التعاون الاقتصادي بين تركيا والعراق."),
+    "anbar": ("عملية في الصحراء", "شنت القوات عملية واسعة في صحراء الأنبار الغربية."),
+    "for_army": ("دعم حكومي", "قدمت الحكومة دعما للجيش في نينوى."),
+    "the_army": ("انسحاب من البلدة", "انسحب الجيش من البلدة بعد الاشتباكات."),
+    "to_him": ("تصريح", "قال له المسؤول إن الوضع هادئ."),
+    "god": ("خطبة الجمعة", "ردد المصلون اسم الله في المسجد."),
+    "metre": ("سد جديد", "يرتفع السد مئة م فوق النهر."),
+}
+
+
+@pytest.fixture
+def prefixed(session: Session) -> dict[str, int]:
+    return {
+        key: store(session, f"prefixed-{key}", title, body, language="ar")
+        for key, (title, body) in PREFIXED.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("سوريا", {"and_syria", "syria"}),  # وسوريا: "and Syria"
+        ("وسوريا", {"and_syria", "syria"}),  # and the other way round
+        ("العراق", {"and_iraq"}),  # والعراق
+        ("عراق", {"and_iraq"}),
+        ("والعراق", {"and_iraq"}),
+        ("بالعراق", {"and_iraq"}),
+        ("أنبار", {"anbar"}),  # الأنبار
+        ("انبار", {"anbar"}),
+        ("الانبار", {"anbar"}),
+        ("جيش", {"for_army", "the_army"}),  # للجيش, الجيش
+        ("الجيش", {"for_army", "the_army"}),
+        ("للجيش", {"for_army", "the_army"}),
+        ("وللجيش", {"for_army", "the_army"}),
+        ('"الأردن وسوريا"', {"and_syria"}),  # a phrase matches as written
+        ('"الأردن سوريا"', set()),
+    ],
+)
+def test_arabic_words_are_found_with_and_without_attached_prefixes(
+    session: Session, prefixed: dict[str, int], query: str, expected: set[str]
+) -> None:
+    assert set(ids(search(session, query))) == {prefixed[key] for key in expected}
+
+
+def test_short_arabic_words_keep_their_prefix_letters(
+    session: Session, prefixed: dict[str, int]
+) -> None:
+    # الله is not ال + له, nor ألم (pain) ال + م: a prefix leaves at least MIN_STEM letters.
+    assert ids(search(session, "الله")) == [prefixed["god"]]
+    assert ids(search(session, "له")) == [prefixed["to_him"]]
+    assert search(session, "ألم") == []
+    assert ids(search(session, "م")) == [prefixed["metre"]]
+    # والي (governor) is not و + إلى: only the longest prefix is tried, and وال leaves one letter.
+    assert fold_arabic("إلى") not in arabic_forms("والي")
+    assert "له" not in arabic_forms("الله") and arabic_forms("له") == ("له",)
+    assert all(len(form) >= MIN_STEM for form in arabic_forms("العراق"))
+
+
+def test_prefixed_words_are_excluded_and_marked_like_any_other(
+    session: Session, prefixed: dict[str, int]
+) -> None:
+    assert set(ids(search(session, "التعاون"))) == {prefixed["and_syria"], prefixed["and_iraq"]}
+    assert ids(search(session, "التعاون -سوريا")) == [prefixed["and_iraq"]]
+    hit = next(hit for hit in search(session, "سوريا") if hit.id == prefixed["and_syria"])
+    assert f"{MARK_START}وسوريا{MARK_END}" in hit.snippet
+    [hit] = search(session, "عراق")
+    assert f"{MARK_START}والعراق{MARK_END}" in hit.snippet
+
+
+def test_prefixes_leave_english_and_other_scripts_alone(
+    session: Session, corpus: dict[str, int]
+) -> None:
+    for word in ("wall", "ball", "fighters", "Islamic State", "2014", "العراق 2014"):
+        assert arabic_forms(word) == (word,)
+    assert parse_query("wall -ballot").fts5() == '(("wall") NOT ("ballot"))'
+    assert ids(search(session, "hamrin")) == [corpus["hamrin"]]
+    assert search(session, "all") == []  # "wall" or "ball" with a prefix taken off: not English
+
+
 # Query syntax ----------------------------------------------------------------------------------
 
 
@@ -243,10 +328,9 @@ def test_parse_query_reads_words_phrases_or_and_exclusions() -> None:
     assert parse_query("OR a OR OR b or") == Query((Clause(("a",)), Clause(("b",))))
     assert parse_query('"unclosed phrase') == Query((Clause(("unclosed phrase",)),))
     assert parse_query("الأردنُ") == Query((Clause(("الاردن",)),))
-    # Every item is an FTS5 string; the websearch text quotes every item.
+    # Every item is an FTS5 string.
     query = parse_query('NEAR(a b) x* -e OR "c OR d"')
     assert query.fts5() == '(("NEAR(a" AND "b)" AND "x*") NOT ("e")) OR ("c OR d")'
-    assert query.websearch() == '"NEAR(a" "b)" "x*" -"e" or "c OR d"'
 
 
 @pytest.mark.parametrize(
