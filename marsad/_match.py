@@ -90,29 +90,36 @@ class PhraseFinder:
         if self._longest:
             found = {end - v: end for end, v in matches}
         else:
-            found = {}
-            for end, v in matches:
-                start = end - v
-                if start >= 0 and start in found:  # two phrases start here: the expression decides
-                    found[start - _UNSURE] = end
-                found[start] = end
+            reported = list(matches)
+            found = {end - v: end for end, v in reported}
+            if len(found) < len(reported):  # a start reported twice
+                found = {}
+                for end, v in reported:
+                    start = end - v
+                    if start >= 0 and start in found:  # two phrases start here: ask the expression
+                        found[start - _UNSURE] = end
+                    found[start] = end
         if not found:
             return {}
         starts = sorted(found)
-        unsure: set[int] = set()
-        if starts[0] < 0:
-            k = bisect_left(starts, 0)
-            unsure.update(key + _UNSURE for key in starts[:k])
-            starts = sorted(unsure.union(starts[k:]))
         spans = {}
         end = 0
+        if starts[0] >= 0:  # the common case: every phrase found whole
+            for start in starts:
+                if start >= end:  # not inside the previous match
+                    end = spans[start] = found[start]
+            return spans
+        k = bisect_left(starts, 0)
+        unsure = {key + _UNSURE for key in starts[:k]}
+        starts = sorted(unsure.union(starts[k:]))
+        rx = self._rx if self._rx is not None else self.rx
         for start in starts:
             if start < end:
                 continue  # inside the previous match
             if start not in unsure:
                 end = spans[start] = found[start]
             else:
-                m = self.rx.match(projection, start)
+                m = rx.match(projection, start)
                 if m is not None:
                     end = spans[start] = m.end()
         return spans

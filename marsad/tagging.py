@@ -5,11 +5,14 @@ The rules live in YAML files that analysts read and edit (``marsad/taxonomy/``: 
 them builds a :class:`Tagger`; malformed files raise :class:`~marsad.errors.TaxonomyError` naming
 the file, the line and the place (``topics.coalition.terms[3]: weight must be a number``).
 
-Tagging is explainable: every topic carries the matched terms with character offsets into the
-*original* title or text (``text[start:end]`` is the surface form, Arabic prefixes and diacritics
-included), and the taxonomy ``version`` that produced it.
+Tagging is explainable: every topic carries the matched terms as the article writes them, with
+character offsets into the *original* title or text (``term == text[start:end]``, Arabic prefixes
+and diacritics included; :meth:`Tagger.explain` also names the taxonomy entry), and the taxonomy
+version that produced it: the declared ``version`` when the files are that version's release
+(:data:`RELEASED_FINGERPRINTS`), else ``<version>+local.<fingerprint>``.
 
-How a text is matched (about 0.1 ms for a 4.5 KB news article, 0.2 ms with a dozen hits)
+How a text is matched (about 0.1 ms for a 4.5 KB news article, 0.2 ms for one of the beat with
+fifty hits; benchmarks/tagging.py measures it)
   1. Project the text to bytes, one byte per character so offsets survive (:func:`_project`):
      letters lower-cased and folded (Türkiye -> turkiye; أ إ آ -> ا, ة -> ه, ى -> ي), everything
      else a space, so every word starts after a space; diacritics, tatweel and other invisible
@@ -19,14 +22,16 @@ How a text is matched (about 0.1 ms for a 4.5 KB news article, 0.2 ms with a doz
      support words and exclusions, context words, places and actors. Terms are compiled into a
      character trie behind a literal space, so the engine jumps from word to word; Arabic stems
      enter the trie once per clitic prefix (و ف ب ل ال). Latin-only text never runs the Arabic
-     expression and vice versa; the Arabic one is compiled on first use. The Latin expression
-     is not run after every space but where an Aho-Corasick automaton of the phrases finds one
-     (:mod:`marsad._match`), with the same matches.
+     expression and vice versa; the Arabic one is compiled on first use. Neither expression is
+     run after every space but where an Aho-Corasick automaton of its phrases finds one
+     (:mod:`marsad._match`), with the same matches; a title and a text in Latin script are
+     searched in one pass.
   3. A matched phrase is identified once and cached: the entry of each group it stands for
      (Arabic article, attached pronouns and capitals checked), and the phrases of other groups
      inside it ("Syrian Democratic Forces" is the actor SDF and the place Syria).
   4. Context rules, exclusions and weights turn the hits into a score per topic. A context is
-     indexed once per article, the first time a hit asks for it.
+     indexed once per article, the first time a hit asks for it; a sentence context looks for
+     the end of a sentence only between a hit and the words (or years) near it.
 """
 
 from __future__ import annotations
@@ -128,6 +133,9 @@ class TagResult:
 
 
 _Result = TypeVar("_Result", Evidence, TopicTag, TagResult)
+
+
+_new = object.__new__
 
 
 def _frozen(cls: type[_Result], **fields: Any) -> _Result:
@@ -524,6 +532,21 @@ class _Lexicon:
 
     # -- matching ---------------------------------------------------------------------------
 
+    def scan_article(self, title: _Field, text: _Field, groups: _Groups) -> None:
+        """Append the hits of a title and a text to the lists of their groups (title first, then
+        in text order). Neither Arabic, as most are: one pass over both, joined by " |" (no
+        phrase goes on past it), which saves the title a pass of its own."""
+        finder = self._latin_finder
+        if title.arabic or text.arabic or finder is None or self._patterns:
+            self.scan(title, groups)
+            self.scan(text, groups)
+        elif len(title.projection) < 2:
+            self.scan(text, groups)
+        else:
+            at = len(title.projection) + 2
+            spans = finder.spans(title.projection + b" |" + text.projection)
+            self._scan(spans, title, groups, text, at)
+
     def scan(self, fld: _Field, groups: _Groups) -> None:
         """Append the hits of a field to the lists of their groups, in text order, with clean
         offsets."""
@@ -565,15 +588,30 @@ class _Lexicon:
                 if len(group) - k > 1:
                     group[k:] = sorted(group[k:], key=_hit_start)
 
-    def _scan(self, spans: dict[int, int], fld: _Field, groups: _Groups) -> None:
+    def _scan(
+        self,
+        spans: dict[int, int],
+        fld: _Field,
+        groups: _Groups,
+        then: _Field | None = None,
+        at: int = 0,
+    ) -> None:
         """Latin phrases: identified by their surface, whose capitals matter. ``spans`` maps the
-        start of each match of the Latin expression (the space before the phrase) to its end."""
+        start of each match of the Latin expression (the space before the phrase) to its end,
+        in ``fld``'s projection, or with ``then`` in it and, from ``at`` on, in ``then``'s."""
         cache = self._cache
         text, fi = fld.text, fld.index
         shifted = fld._shift is not None
+        base = 0
+        switch = at if then is not None else 1 << 62
         for start, end in spans.items():
+            if start >= switch:  # past the title: the text
+                assert then is not None
+                fld, base, switch = then, at, 1 << 62
+                text, fi, shifted = fld.text, fld.index, fld._shift is not None
             # projection = b" " + the clean projection: projection[i + 1] is clean[i].
-            end -= 1
+            start -= base
+            end -= base + 1
             surface = text[fld.orig(start) : fld.orig(end)] if shifted else text[start:end]
             found = cache.get(surface)
             if found is None:
@@ -921,15 +959,12 @@ class _Topic:
     description: str
     threshold: float
     background: str | None = None  # a sentence context: anchors there are background mentions
+    group: str = field(init=False)  # where the hits of its terms are filed
+    support: str = field(init=False)  # ... and those of its support words
 
-    @property
-    def group(self) -> str:
-        return f"topic:{self.name}"
-
-    @property
-    def support(self) -> str:
-        """Where the hits of its support words are filed."""
-        return _bucket(self.group, "support")
+    def __post_init__(self) -> None:
+        self.group = f"topic:{self.name}"
+        self.support = _bucket(self.group, "support")
 
 
 def _exact_version(declared: str, fingerprint: str) -> str:
@@ -1491,18 +1526,15 @@ class Tagger:
         places and actors."""
         fields = (_Field("title", 0, title or ""), _Field("text", 1, text or ""))
         groups: _Groups = defaultdict(list)
-        for fld in fields:
-            self._lexicon.scan(fld, groups)
+        self._lexicon.scan_article(*fields, groups)
 
         sc = self._scoring
         conditions = _Conditions(self._contexts, fields, groups, sc.lede_chars)
+        ok = conditions.ok
         density = max(1.0, math.sqrt((len(fields[1].projection) - 1) / sc.reference_chars))
         results = []
-        for name in TOPICS:
-            topic = self._topics[name]
-            anchors = [
-                h for h in groups.get(topic.group, ()) if not h[0].conditional or conditions.ok(h)
-            ]
+        for name, topic in self._topics.items():
+            anchors = [h for h in groups.get(topic.group, ()) if not h[0].conditional or ok(h)]
             if not anchors:
                 if explain:
                     results.append((_frozen(TopicTag, topic=name, score=0.0, evidence=()), False))
@@ -1530,7 +1562,7 @@ class Tagger:
                     h
                     for h in support
                     if (in_title if h[1] == 0 else near is True or near(h[1], h[2], h[3]))
-                    and (not h[0].conditional or conditions.ok(h))
+                    and (not h[0].conditional or ok(h))
                 ]
                 if past:  # support words in a background sentence tell of the past, not now
                     support = [h for h in support if not _inside(past, h)]
@@ -1545,16 +1577,17 @@ class Tagger:
                 fld = fields[fi]
                 if fld._shift is not None:
                     start, end = fld.orig(start), fld.orig(end)
-                evidence.append(
-                    _frozen(
-                        Evidence,
-                        term=fld.text[start:end],
-                        field=fld.name,
-                        start=start,
-                        end=end,
-                        rule=entry.label,
-                    )
+                ev = _new(Evidence)  # as _frozen does, inlined: an article has many
+                ev.__dict__.update(
+                    {
+                        "term": fld.text[start:end],
+                        "field": fld.name,
+                        "start": start,
+                        "end": end,
+                        "rule": entry.label,
+                    }
                 )
+                evidence.append(ev)
             tag = _frozen(TopicTag, topic=name, score=score, evidence=tuple(evidence))
             results.append((tag, passed))
         return results, _places(groups.get("places", ())), _names(groups.get("actors", ()))
@@ -1586,12 +1619,13 @@ class Tagger:
         occurrences of one term per field; then in reading order (title first)."""
         per_term, most = self._scoring.evidence_per_term, self._scoring.max_evidence
         out: list[_Hit] = []
-        seen: dict[tuple[str, int], int] = {}
+        seen: tuple[dict[str, int], dict[str, int]] = ({}, {})  # per field: term -> count
         for hit in anchors + support:
-            key = hit[0].where, hit[1]  # an entry and its weighted copies are one term
-            n = seen.get(key, 0)
+            counts = seen[hit[1]]
+            key = hit[0].where  # an entry and its weighted copies are one term
+            n = counts.get(key, 0)
             if n < per_term:
-                seen[key] = n + 1
+                counts[key] = n + 1
                 out.append(hit)
                 if len(out) >= most:
                     break
@@ -1708,6 +1742,7 @@ class _Conditions:
 
     __slots__ = (
         "_checks", "_clean", "_contexts", "_fields", "_groups", "_lede", "_marks", "_sentences",
+        "_years",
     )  # fmt: skip
 
     def __init__(
@@ -1725,6 +1760,7 @@ class _Conditions:
         self._clean: list[str | None] = [None, None]  # the fields without their marks
         self._sentences: list[tuple[int, int, int]] = []  # found so far: field index, start, end
         self._marks: dict[tuple[str, int], list[int]] = {}  # sentence context, field -> starts
+        self._years: dict[tuple[int, int], bool] = {}  # (field, start) of 19xx/20xx -> a year
 
     def ok(self, hit: _Hit) -> bool:
         """Whether all of the hit's ``needs`` and none of its ``unless`` are satisfied."""
@@ -1781,7 +1817,11 @@ class _Conditions:
     def sentence(self, name: str, hit: _Hit | tuple) -> tuple[int, int, int] | None:
         """The sentence of a hit (field index, start, end) when context ``name`` (window:
         sentence) holds in it: one of its words, or with ``years`` a year that is not part of a
-        date, is in that sentence. None when it does not hold."""
+        date, is in that sentence. None when it does not hold.
+
+        Cheap when it does not: the words and years within _SENTENCE_REACH characters are looked
+        up first (years with bytes.find in the projection), and only the stretch between the hit
+        and each of them is searched for the end of a sentence."""
         _, fi, start, end = hit
         ctx = self._contexts[name]
         words = self._marks.get((name, fi))
@@ -1793,24 +1833,20 @@ class _Conditions:
         if text is None:
             text = self._clean[fi] = fld.clean
         lo, hi = max(0, start - _SENTENCE_REACH), min(len(text), end + _SENTENCE_REACH)
-        i = bisect_left(words, lo)
-        word = i < len(words) and words[i] < hi
-        if not word and not (ctx.years and _year_digits(fld, text, lo, hi)):
-            return None  # cheap: nothing of the kind anywhere near, no sentence to find
+        marks = words[bisect_left(words, lo) : bisect_left(words, hi)]
+        if ctx.years:
+            marks += _years(fld, text, lo, hi, ctx.months, self._years)
+        for m in marks:
+            if not (_ends_between(text, m, start) if m < start else _ends_between(text, end, m)):
+                break  # in the hit's sentence
+        else:
+            return None
         for known in self._sentences:
             if known[0] == fi and known[1] <= start < known[2]:
-                s, e = known[1], known[2]
-                break
-        else:
-            s, e = _sentence(text, start, end, lo, hi)
-            self._sentences.append((fi, s, e))
-        if word:
-            i = bisect_left(words, s)
-            if i < len(words) and words[i] < e:
-                return fi, s, e
-        if ctx.years and _past_year(fld, text, s, e, ctx.months):
-            return fi, s, e
-        return None
+                return known
+        sentence = (fi, *_sentence(text, start, end, lo, hi))
+        self._sentences.append(sentence)
+        return sentence
 
 
 # Sentences: a hit's sentence runs from the end of the previous one to the end of its own, at
@@ -1818,7 +1854,7 @@ class _Conditions:
 # followed by a space, a closing quote or bracket or the end of the text ("U.S." and "3.5" go
 # on), or at a line break.
 _SENTENCE_REACH = 400
-_SENTENCE_MARKS = (".", "!", "?", "\u061f", ";", "\u061b", "\u2026", "\n")
+_SENTENCE_MARKS = (".", "\n", "!", "?", "\u061f", ";", "\u061b", "\u2026")
 _AFTER_SENTENCE = frozenset(" \t\r\n\u00a0\"')]\u201d\u2019\u00bb")
 # A year: 19xx or 20xx (Arabic-Indic digits too), not inside a number, time or ISO date
 # ("2024-01-05").
@@ -1850,20 +1886,31 @@ def _ends(text: str, i: int) -> bool:
     return i + 1 >= len(text) or text[i + 1] in _AFTER_SENTENCE
 
 
-def _year_digits(fld: _Field, text: str, lo: int, hi: int) -> bool:
-    """Whether text[lo:hi] (the clean text of a field) may hold a year (19xx, 20xx): cheap, no
-    expression (the projection keeps Western digits; Arabic-Indic ones are looked up in Arabic
-    texts)."""
-    projection = fld.projection  # projection[i + 1] is text[i]
-    if projection.find(b"20", lo + 1, hi + 1) >= 0 or projection.find(b"19", lo + 1, hi + 1) >= 0:
-        return True
-    return fld.arabic and any(text.find(head, lo, hi) >= 0 for head in _ARABIC_YEAR_HEADS)
+def _ends_between(text: str, a: int, b: int) -> bool:
+    """Whether a sentence ends in text[a:b]."""
+    for mark in _SENTENCE_MARKS:
+        i = text.find(mark, a, b)
+        while i >= 0:
+            if _ends(text, i):
+                return True
+            i = text.find(mark, i + 1, b)
+    return False
 
 
-def _past_year(fld: _Field, text: str, start: int, end: int, months: frozenset[str]) -> bool:
-    """Whether the clean ``text`` of a field names, in text[start:end], a year that is not part of
+def _years(
+    fld: _Field,
+    text: str,
+    start: int,
+    end: int,
+    months: frozenset[str],
+    known: dict[tuple[int, int], bool],
+) -> list[int]:
+    """Where the clean ``text`` of a field names, in text[start:end], a year that is not part of
     a full date: "in 2014", "عام 2014", "in June 2014", but not "March 3, 2025" or "3 آذار 2025"
-    (a day before the year, perhaps with a month between: a dated report, today's news)."""
+    (a day before the year, perhaps with a month between: a dated report, today's news).
+    Candidates are found with bytes.find in the projection (which keeps Western digits), cheaper
+    than an expression; Arabic-Indic digits are looked up in Arabic texts. ``known`` remembers
+    the candidates already told apart (field index, start -> whether a year)."""
     projection = fld.projection  # projection[i + 1] is text[i]
     starts = []
     for head in (b"19", b"20"):
@@ -1871,25 +1918,36 @@ def _past_year(fld: _Field, text: str, start: int, end: int, months: frozenset[s
         while i >= 0:
             starts.append(i - 1)
             i = projection.find(head, i + 1, end + 1)
-    if fld.arabic:  # Arabic-Indic digits are not in the projection
+    if fld.arabic:
         for head in _ARABIC_YEAR_HEADS:
             i = text.find(head, start, end)
             while i >= 0:
                 starts.append(i)
                 i = text.find(head, i + 1, end)
+    fi = fld.index
+    years = []
     for i in starts:
-        j = i + 4
-        if j <= len(text) and text[i + 2 : j].isdecimal() and not _YEAR_AFTER.match(text, j):
-            c = text[i - 1] if i else " "
-            # و ب ل ف may be attached to a year (و2017, ب2014); other letters and digits not.
-            if (c.isalnum() or c in "/:_") and c not in _ARABIC_YEAR_PREFIXES:
-                continue
-            before = _WORD.findall(text, max(0, i - 25), i)
-            if before and _word_key(before[-1]) in months:
-                before.pop()
-            if not (before and before[-1].isdecimal() and len(before[-1]) <= 2):
-                return True
-    return False
+        year = known.get((fi, i))
+        if year is None:
+            year = known[(fi, i)] = _is_year(text, i, months)
+        if year:
+            years.append(i)
+    return years
+
+
+def _is_year(text: str, i: int, months: frozenset[str]) -> bool:
+    """Whether the 19.. or 20.. at text[i] is a year that is not part of a full date."""
+    j = i + 4
+    if j > len(text) or not text[i + 2 : j].isdecimal() or _YEAR_AFTER.match(text, j):
+        return False
+    c = text[i - 1] if i else " "
+    # و ب ل ف may be attached to a year (و2017, ب2014); other letters and digits not.
+    if (c.isalnum() or c in "/:_") and c not in _ARABIC_YEAR_PREFIXES:
+        return False
+    before = _WORD.findall(text, max(0, i - 25), i)
+    if before and _word_key(before[-1]) in months:
+        before.pop()
+    return not (before and before[-1].isdecimal() and len(before[-1]) <= 2)
 
 
 @lru_cache(maxsize=4096)
