@@ -27,12 +27,14 @@ from typer.core import TyperGroup
 
 from marsad.config import get_settings, reset_settings
 from marsad.errors import InputError, MarsadError
+from marsad.serve import PREFECT_LOG_LEVELS
 
 # Offline by default: Prefect's telemetry would fail (and log errors) on closed networks.
 for _name, _value in {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
+    # Prefect's internals quiet, each flow run's summary kept (marsad/serve.py says how).
+    **PREFECT_LOG_LEVELS,
     # The temporary server's 20 s default is too short on a busy small machine.
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }.items():
@@ -804,6 +806,7 @@ def status(
 ) -> None:
     """Feeds (ok, failing, silent), the last runs, the last digests, and counts per topic today
     and over the last 7 days."""
+    from marsad.health import ENABLE_HINT
     from marsad.status import collect
 
     with _session() as session:
@@ -820,6 +823,13 @@ def status(
     for kind, problems in (("failing", state.health.failing), ("silent", state.health.silent)):
         for problem in problems:
             out.print(f"  {kind}: {problem.name} ({problem.url}): {problem.detail}", markup=False, highlight=False)
+    for problem in state.health.switched_off:
+        when = f" (last poll {problem.since.astimezone(get_settings().tz):%Y-%m-%d %H:%M})" if problem.since else ""
+        out.print(
+            f"  switched off: {problem.name} ({problem.url}): {problem.detail}{when}; "
+            + ENABLE_HINT.format(url=problem.url),
+            markup=False, highlight=False, soft_wrap=True,
+        )
     _write_table(
         [
             {"run": r.id, "started": f"{r.started_at.astimezone(get_settings().tz):%Y-%m-%d %H:%M}", "status": r.status,
@@ -940,14 +950,27 @@ def _pivot(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @app.command()
 def search(
-    query: Annotated[str, typer.Argument(help='Words, "a phrase", OR, -excluded; English or Arabic.')],
+    query: Annotated[
+        str,
+        typer.Argument(
+            help='Words, "a phrase", OR, -excluded; English or Arabic. To start with -excluded, '
+            'put -- before the query: marsad search -- "-wheat flour".'
+        ),
+    ],
     topic: TopicOption = None,
     since: SinceOption = None,
     until: UntilOption = None,
     limit: Annotated[int, typer.Option(help="Most results shown.")] = 20,
     format: Annotated[ShowFormat, typer.Option("--format", help="Output format.")] = ShowFormat.table,
 ) -> None:
-    """Full-text search over titles and texts, most relevant first, with snippets."""
+    """Full-text search over titles and texts, most relevant first, with snippets.
+
+    An Arabic word is found with or without attached prefixes (و ف ب ل ك ال لل وال بال ...).
+
+    A quoted phrase of several words matches as written.
+
+    A query that starts with a minus goes after --: marsad search -- "-wheat flour".
+    """
     from marsad.search import MARK_END, MARK_START
     from marsad.search import search as run_search
 
@@ -989,20 +1012,37 @@ def digest(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Write the digest files and print their paths; send and record nothing.")
     ] = False,
+    resend: Annotated[
+        bool,
+        typer.Option(
+            "--resend",
+            help="Send failed digests again (refused by the server, login refused, delivery unknown "
+            "twice), as stored, with the same Message-ID: those of --date and --to, or all. Builds nothing new.",
+        ),
+    ] = False,
 ) -> None:
     """Build and deliver the daily digest: by SMTP when MARSAD_SMTP_HOST is set, and always as
-    files in MARSAD_OUTBOX_DIR. Running it again the same day sends nothing twice."""
-    day = _parse_day(date_, "--date") or datetime.now(get_settings().tz).date()
+    files in MARSAD_OUTBOX_DIR. Running it again the same day sends nothing twice. A digest that
+    failed for good waits for --resend."""
+    if resend and dry_run:
+        raise InputError("--resend and --dry-run cannot be combined")
     engine = _engine()
-    if dry_run:
-        from marsad.delivery import preview
+    if resend:
+        from marsad.delivery import resend as resend_failed
 
-        for path in preview(engine, get_settings(), day, datetime.now(timezone.utc), to or None):
-            print(path)
-        return
-    from flows.digest import digest as digest_flow
+        day = _parse_day(date_, "--date")
+        summary = resend_failed(engine, get_settings(), datetime.now(timezone.utc), day, to or None)
+    else:
+        day = _parse_day(date_, "--date") or datetime.now(get_settings().tz).date()
+        if dry_run:
+            from marsad.delivery import preview
 
-    summary = _run_flow(digest_flow, day=day, to=to or None)
+            for path in preview(engine, get_settings(), day, datetime.now(timezone.utc), to or None):
+                print(path)
+            return
+        from flows.digest import digest as digest_flow
+
+        summary = _run_flow(digest_flow, day=day, to=to or None)
     stderr.print(summary.as_log_line(), markup=False, highlight=False)
     for report in summary.reports:
         where = f" -> {report.files[0]}" if report.files else ""
@@ -1083,8 +1123,9 @@ def subscriptions_list(
 def serve() -> None:
     """Run the schedules in this process until Ctrl-C: ingest every MARSAD_SERVE_INGEST_MINUTES,
     the digest daily at MARSAD_SERVE_DIGEST_TIME, the spike alert every MARSAD_SERVE_ALERT_MINUTES
-    (and retag on demand). Uses the Prefect server in PREFECT_API_URL, or starts a local one."""
-    from marsad.serve import Schedules, prefect_server
+    (and retag on demand). Uses the Prefect server in PREFECT_API_URL (or the Prefect profile's),
+    or starts a local one."""
+    from marsad.serve import Schedules, configured_api_url, prefect_server
 
     settings = get_settings()
     _engine()  # a database problem is reported before anything starts
@@ -1094,7 +1135,7 @@ def serve() -> None:
         f"{schedules.digest_time}, spike alert every {schedules.alert_minutes} min ({schedules.timezone}); "
         f"database {_safe_url(settings.database_url)}"
     )
-    api_url = os.environ.get("PREFECT_API_URL")
+    api_url = configured_api_url()
     if api_url:
         _serve(schedules, api_url)
         return

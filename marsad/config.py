@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: str | None = Field(default=None, repr=False)
     smtp_security: Literal["none", "starttls", "ssl"] = "starttls"
+    # PEM bundle of the CAs whose certificates the SMTP server may present (an internal CA, a
+    # self-signed server); empty: the system's trust store. Certificates are always verified.
+    smtp_ca_file: Path | None = None
     digest_from: str = "marsad@localhost"
     digest_to: CommaList = Field(default_factory=list)
     outbox_dir: Path = Path("outbox")
@@ -101,6 +104,11 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split_commas(value)
+
+    @field_validator("smtp_ca_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("allow_hosts")
     @classmethod

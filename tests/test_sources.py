@@ -231,7 +231,7 @@ def test_the_digest_labels_state_and_official_sources(typed_outlets: Engine, mon
     html = message.get_body(("html",)).get_content()
     text = message.get_body(("plain",)).get_content()
     # The raid's lead is the state agency's (it ran first); the copy is "also reported by".
-    assert "State Agency</b> <span" in html and ">state media</span>" in html
+    assert "State Agency</bdi></b> <span" in html and ">state media</span>" in html
     assert ">official</span>" in html
     assert "State Agency (state media)" in text and "CENTCOM (official)" in text
     assert "Levant Monitor (" not in text  # independent outlets carry no label
