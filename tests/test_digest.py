@@ -774,10 +774,17 @@ def test_source_health_lists_failing_and_silent_feeds(engine: Engine, smtp_serve
                         url=f"https://quiet.example/{n}")
         live = add_feed(session, "Levant Monitor", "https://levant-monitor.example/feed")
         add_article(session, live, HAMRIN_RAID, fetched=NOW - timedelta(hours=1))
+        dead = add_feed(session, "Dead Wire", "https://dead-wire.example/rss")
+        dead.active, dead.error_count, dead.last_status = False, 20, "error"
+        dead.last_error = "set inactive after 20 failed polls in a row; last error: HTTP 410"
+        dead.last_fetched_at = NOW - timedelta(days=2)
     run_digest(engine)
-    text, _html = parts(smtp_server.sink.messages()[0])
+    text, html = parts(smtp_server.sink.messages()[0])
     assert "Failing: Broken Feed: error: HTTP 503 (3 failures in a row)" in text
     assert re.search(r"Silent: Quiet Daily: nothing new for 5 days", text)
+    assert re.search(r"Switched off: Dead Wire: set inactive after 20 failed polls .*HTTP 410.*"
+                     r"marsad feeds enable https://dead-wire.example/rss", text)
+    assert "<bdi>Dead Wire</bdi>" in html and "Every feed answered" not in html
     assert "Levant Monitor:" not in text.split("SOURCE HEALTH")[1]
 
 
