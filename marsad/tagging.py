@@ -75,7 +75,7 @@ BUNDLED_TAXONOMY = Path(__file__).parent / "taxonomy"
 # files differ from the release of its declared version (edited without bumping ``version``, or
 # never released) tags as "<version>+local.<first 8 characters of its fingerprint>". Bumping
 # the bundled taxonomy's version means adding its fingerprint here (a test checks it).
-RELEASED_FINGERPRINTS = {"2.2": "13c49d1b0e5a", "2.3": "09be1814bbcb"}
+RELEASED_FINGERPRINTS = {"2.2": "13c49d1b0e5a", "2.3": "2bdce61e538b"}
 VERSION_MAX_CHARS = 16  # + "+local.<8>" fits the 32 characters stored with each tag
 
 # --------------------------------------------------------------------------------------------
@@ -949,7 +949,7 @@ class _Context:
     not_after: frozenset[bytes] = frozenset()  # a country right after these words is a place
     not_before: frozenset[bytes] = frozenset()  # ... or right before these (projected keys)
     sentence: bool = False  # window: sentence: the words must be in the hit's sentence
-    years: bool = False  # a year that is not part of a date counts as one of the words
+    years: tuple[int, int] | None = None  # years in this range (not dates) count as words
     months: frozenset[str] = frozenset()  # projected month names, for telling dates
 
 
@@ -965,6 +965,24 @@ class _Topic:
     def __post_init__(self) -> None:
         self.group = f"topic:{self.name}"
         self.support = _bucket(self.group, "support")
+
+
+def _year_range(src: _Source, path: _Path, value: Any) -> tuple[int, int] | None:
+    """A sentence context's ``years``: false (none), true (any year) or {from: Y, until: Y}."""
+    if value is False:
+        return None
+    if value is True:
+        return (1900, 2099)
+    if not isinstance(value, dict) or not value or set(value) - {"from", "until"}:
+        src.fail(path, "years must be true, false or a mapping with from and until (years)")
+    first = value.get("from", 1900)
+    last = value.get("until", 2099)
+    for v in (first, last):
+        if not isinstance(v, int) or isinstance(v, bool) or not 1900 <= v <= 2099:
+            src.fail(path, f"years: from and until must be years from 1900 to 2099, got {v!r}")
+    if first > last:
+        src.fail(path, "years: from must not come after until")
+    return (first, last)
 
 
 def _exact_version(declared: str, fingerprint: str) -> str:
@@ -1179,9 +1197,7 @@ class _TaxonomyBuilder:
                     _check_keys(src, ipath, item, {"term", "variants", "pattern", "case"})
                     entry = _Entry(item["term"].strip(), "context", _fmt_path(ipath), group)
                     self._add_forms(src, ipath, item, entry, suffixes=True)
-                years = spec.get("years", False)
-                if not isinstance(years, bool):
-                    src.fail((*path, "years"), "years must be true or false")
+                years = _year_range(src, (*path, "years"), spec.get("years", False))
                 months = spec.get("months") or []
                 if not isinstance(months, list) or not all(isinstance(m, str) for m in months):
                     src.fail((*path, "months"), "months must be a list of month names")
@@ -1760,7 +1776,7 @@ class _Conditions:
         self._clean: list[str | None] = [None, None]  # the fields without their marks
         self._sentences: list[tuple[int, int, int]] = []  # found so far: field index, start, end
         self._marks: dict[tuple[str, int], list[int]] = {}  # sentence context, field -> starts
-        self._years: dict[tuple[int, int], bool] = {}  # (field, start) of 19xx/20xx -> a year
+        self._years: dict[tuple, bool] = {}  # field, start of 19xx/20xx, range -> a year
 
     def ok(self, hit: _Hit) -> bool:
         """Whether all of the hit's ``needs`` and none of its ``unless`` are satisfied."""
@@ -1835,7 +1851,7 @@ class _Conditions:
         lo, hi = max(0, start - _SENTENCE_REACH), min(len(text), end + _SENTENCE_REACH)
         marks = words[bisect_left(words, lo) : bisect_left(words, hi)]
         if ctx.years:
-            marks += _years(fld, text, lo, hi, ctx.months, self._years)
+            marks += _years(fld, text, lo, hi, ctx.years, ctx.months, self._years)
         for m in marks:
             if not (_ends_between(text, m, start) if m < start else _ends_between(text, end, m)):
                 break  # in the hit's sentence
@@ -1902,12 +1918,14 @@ def _years(
     text: str,
     start: int,
     end: int,
+    years: tuple[int, int],
     months: frozenset[str],
-    known: dict[tuple[int, int], bool],
+    known: dict[tuple, bool],
 ) -> list[int]:
-    """Where the clean ``text`` of a field names, in text[start:end], a year that is not part of
-    a full date: "in 2014", "عام 2014", "in June 2014", but not "March 3, 2025" or "3 آذار 2025"
-    (a day before the year, perhaps with a month between: a dated report, today's news).
+    """Where the clean ``text`` of a field names, in text[start:end], a year of the range
+    ``years`` that is not part of a full date: "in 2014", "عام 2014", "in June 2014", but not
+    "March 3, 2025" or "3 آذار 2025" (a day before the year, perhaps with a month between: a
+    dated report, today's news).
     Candidates are found with bytes.find in the projection (which keeps Western digits), cheaper
     than an expression; Arabic-Indic digits are looked up in Arabic texts. ``known`` remembers
     the candidates already told apart (field index, start -> whether a year)."""
@@ -1925,20 +1943,23 @@ def _years(
                 starts.append(i)
                 i = text.find(head, i + 1, end)
     fi = fld.index
-    years = []
+    out = []
     for i in starts:
-        year = known.get((fi, i))
+        year = known.get((fi, i, years))
         if year is None:
-            year = known[(fi, i)] = _is_year(text, i, months)
+            year = known[(fi, i, years)] = _is_year(text, i, years, months)
         if year:
-            years.append(i)
-    return years
+            out.append(i)
+    return out
 
 
-def _is_year(text: str, i: int, months: frozenset[str]) -> bool:
-    """Whether the 19.. or 20.. at text[i] is a year that is not part of a full date."""
+def _is_year(text: str, i: int, years: tuple[int, int], months: frozenset[str]) -> bool:
+    """Whether the 19.. or 20.. at text[i] is a year of the range ``years`` that is not part of a
+    full date."""
     j = i + 4
     if j > len(text) or not text[i + 2 : j].isdecimal() or _YEAR_AFTER.match(text, j):
+        return False
+    if not years[0] <= int(text[i:j]) <= years[1]:
         return False
     c = text[i - 1] if i else " "
     # و ب ل ف may be attached to a year (و2017, ب2014); other letters and digits not.

@@ -1015,6 +1015,13 @@ def test_short_reports_with_one_isis_mention_are_isis(tagger, text):
     assert "isis" in topics_of(tagger.tag("", text)), tagger.explain("", text)["topics"][0]
 
 
+def test_a_later_year_is_not_the_past(tagger):
+    # past_dated counts years up to its `until`: later ones are plans or the news itself.
+    text = "ISIS gunmen attacked villages near Rutba, and the army vowed to clear them by 2027."
+    assert "isis" in topics_of(tagger.tag("", text))
+    assert "isis" not in topics_of(tagger.tag("", text.replace("by 2027", "as in 2016")))
+
+
 def test_a_background_sentence_beside_current_news_is_isis(tagger):
     text = (
         "ISIS gunmen attacked an army post near Tuz Khurmatu on Tuesday, killing two soldiers. "
@@ -1114,10 +1121,17 @@ def test_an_edited_copy_of_the_taxonomy_gets_its_own_version(tmp_path):
             "{topic_terms: isis, window: 100, years: true}",
             "years and months are only for contexts with window: sentence",
         ),
+        ("years: true", "years: 2014", "years must be true, false or a mapping"),
+        ("years: true", "years: {until: 20}", "from and until must be years from 1900 to 2099"),
+        ("years: true", "years: {from: 2020, until: 2010}", "from must not come after until"),
     ],
 )
 def test_malformed_versions_and_sentence_contexts(tmp_path, old, new, expected):
-    text = MINIMAL.replace("WEIGHT", "1")
+    text = MINIMAL.replace("WEIGHT", "1").replace(
+        "  near_isis: {topic_terms: isis, window: 100}\n",
+        "  near_isis: {topic_terms: isis, window: 100}\n"
+        "  past: {terms: [at the time], years: true, window: sentence}\n",
+    )
     assert old in text
     with pytest.raises(TaxonomyError, match=expected):
         Tagger.from_path(write(tmp_path, text.replace(old, new)))
