@@ -75,7 +75,7 @@ BUNDLED_TAXONOMY = Path(__file__).parent / "taxonomy"
 # files differ from the release of its declared version (edited without bumping ``version``, or
 # never released) tags as "<version>+local.<first 8 characters of its fingerprint>". Bumping
 # the bundled taxonomy's version means adding its fingerprint here (a test checks it).
-RELEASED_FINGERPRINTS = {"2.2": "13c49d1b0e5a", "2.3": "2bdce61e538b"}
+RELEASED_FINGERPRINTS = {"2.2": "13c49d1b0e5a", "2.3": "09be1814bbcb", "2.4": "5ee06eb749a1"}
 VERSION_MAX_CHARS = 16  # + "+local.<8>" fits the 32 characters stored with each tag
 
 # --------------------------------------------------------------------------------------------
