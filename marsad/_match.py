@@ -19,17 +19,19 @@ expression only where that case cannot settle the match:
     the first words of a phrase, then two spaces: the phrase may go on after a run of spaces
     ("U.S.-led" projects to "u s  led"), or not; the expression decides at that start.
 ``" stem"``
-    a phrase that ends in a wildcard: the expression decides where its last word ends.
+    a phrase that ends in a wildcard: it runs to the end of the word (letters of the wildcard's
+    script only), or, where another phrase starts at the same place, the expression decides.
 
 A projection holds only spaces, ASCII letters and digits and bytes above 0x7f (Arabic letters),
 so "not followed by a letter or digit" is "followed by a space or the end", which is what the
 surrounding spaces check. Starts inside an earlier match are skipped, as ``finditer`` does.
 Without pyahocorasick the expression is run over the whole projection: same spans, slower.
 
-The Arabic expression is searched the same way (``longest=False``): its phrases are written out
-with every clitic prefix and attached pronoun the expression allows. That expression tries a
-leading و or ف as a conjunction before reading it as the word's first letter, so it does not
-always match the longest phrase: where two whole phrases start at one place, it decides.
+The Arabic expression is searched the same way: its phrases are written out with every clitic
+prefix and attached pronoun the expression allows. That expression tries a leading و or ف as a
+conjunction before reading it as the word's first letter, so it does not always match the
+longest phrase; such phrases are given with ``ask`` set, and where one is found the expression
+decides, as for phrases that go on after a run of spaces.
 """
 
 from __future__ import annotations
@@ -45,29 +47,31 @@ except ImportError:  # pragma: no cover - exercised by forcing the fallback in t
     ahocorasick = None
 
 
-_UNSURE = 1 << 40  # added to the length of a phrase after which the expression must decide
+_UNSURE = 1 << 28  # added to the length of a phrase after which the expression must decide
+# (twice for a wildcard): small enough for one-digit ints (fast); longer texts run the expression.
 
 
 class PhraseFinder:
     """The spans of ``rx`` in a projection: ``{m.start(): m.end() for m in rx.finditer(p)}``.
 
     ``phrases`` are the phrases compiled into ``rx``: their projected keys (words joined by one
-    space) and whether each ends in a wildcard. Either may be given as a function that makes it:
+    space), whether each ends in a wildcard, and optionally whether the expression must decide
+    where it is found (``ask``). Either may be given as a function that makes it:
     it is called on first use, as the automaton is built, so that taxonomies loaded only to be
     validated (or texts of one script only) do not pay for them.
     """
 
     def __init__(
         self,
-        phrases: Iterable[tuple[str, bool]] | Callable[[], Iterable[tuple[str, bool]]],
+        phrases: Iterable[tuple] | Callable[[], Iterable[tuple]],
         rx: re.Pattern[bytes] | Callable[[], re.Pattern[bytes]],
         *,
-        longest: bool = True,
+        high: bool = False,
     ) -> None:
         self._phrases = phrases if callable(phrases) else list(phrases)
         self._make_rx = rx if callable(rx) else None
         self._rx: re.Pattern[bytes] | None = None if callable(rx) else rx
-        self._longest = longest  # the expression matches the longest phrase at a start
+        self._high = high  # wildcards run over bytes above 0x7f (Arabic), else [a-z0-9]
         self._automaton: Any = None
         self._ahocorasick = ahocorasick  # as found when the taxonomy was loaded
         self.compiled = ahocorasick is not None  # False: every search runs the expression
@@ -80,25 +84,13 @@ class PhraseFinder:
         return self._rx
 
     def spans(self, projection: bytes) -> dict[int, int]:
-        if not self.compiled:
+        if not self.compiled or len(projection) >= _UNSURE:
             return {m.start(): m.end() for m in self.rx.finditer(projection)}
         automaton = self._automaton if self._automaton is not None else self._build()
         # The automaton reports (end, v) in order of end. end - v is the start of a whole phrase
-        # (so the longest phrase at a start is the last one kept), or, where the expression
-        # must decide, that start minus _UNSURE.
-        matches = automaton.iter(projection.decode("latin-1") + " ")
-        if self._longest:
-            found = {end - v: end for end, v in matches}
-        else:
-            reported = list(matches)
-            found = {end - v: end for end, v in reported}
-            if len(found) < len(reported):  # a start reported twice
-                found = {}
-                for end, v in reported:
-                    start = end - v
-                    if start >= 0 and start in found:  # two phrases start here: ask the expression
-                        found[start - _UNSURE] = end
-                    found[start] = end
+        # (so the longest phrase at a start is the last one kept); that start minus _UNSURE
+        # where the expression must decide, minus 2 * _UNSURE for a wildcard.
+        found = {end - v: end for end, v in automaton.iter(projection.decode("latin-1") + " ")}
         if not found:
             return {}
         starts = sorted(found)
@@ -110,8 +102,32 @@ class PhraseFinder:
                     end = spans[start] = found[start]
             return spans
         k = bisect_left(starts, 0)
-        unsure = {key + _UNSURE for key in starts[:k]}
-        starts = sorted(unsure.union(starts[k:]))
+        unsure = set()
+        extra = []  # starts to add to the whole phrases' (starts[k:], sorted)
+        for key in starts[:k]:
+            if key >= -_UNSURE:  # the first words of a phrase, then a run of spaces
+                start = key + _UNSURE
+            else:
+                start = key + 2 * _UNSURE
+                if start not in found and start - _UNSURE not in found:
+                    # A wildcard alone at its start runs to the end of the word, if the word
+                    # goes on in the wildcard's script.
+                    after = found[key] + 1
+                    stop = projection.find(b" ", after)
+                    stop = len(projection) if stop < 0 else stop
+                    rest = projection[after:stop]
+                    if not rest or (min(rest) >= 0x80 if self._high else rest.isascii()):
+                        found[start] = stop
+                        extra.append(start)
+                    continue
+            if start not in unsure:  # another phrase starts here too: the expression decides
+                unsure.add(start)
+                if start not in found:
+                    extra.append(start)
+        starts = starts[k:]
+        if extra:
+            starts += extra
+            starts.sort()  # one sorted run and a few more: cheap
         rx = self._rx if self._rx is not None else self.rx
         for start in starts:
             if start < end:
@@ -128,15 +144,20 @@ class PhraseFinder:
         automaton = self._ahocorasick.Automaton()
         phrases = self._phrases() if callable(self._phrases) else self._phrases
         self._phrases = []  # in the automaton now
-        for key, wildcard in phrases:
+        asked = set()
+        for key, wildcard, *ask in phrases:
             words = key.split(" ")
             for k in range(1, len(words)):
                 head = " " + " ".join(words[:k]) + "  "
                 automaton.add_word(head, len(head) - 1 + _UNSURE)
             if wildcard:
-                automaton.add_word(" " + key, len(key) + _UNSURE)
-            else:
+                automaton.add_word(" " + key, len(key) + 2 * _UNSURE)
+            elif ask and ask[0]:
+                asked.add(key)
+            elif key not in asked:
                 automaton.add_word(" " + key + " ", len(key) + 1)
+        for key in asked:  # whatever else the same key was given as
+            automaton.add_word(" " + key + " ", len(key) + 1 + _UNSURE)
         automaton.make_automaton()
         self._automaton = automaton
         return automaton

@@ -520,7 +520,7 @@ class _Lexicon:
             # Arabic words are short, and the expression is tried after every space: Arabic
             # texts are searched with an automaton too (built on the first Arabic text).
             self._arabic_finder = PhraseFinder(
-                lambda: _arabic_phrases(trie), lambda: self._compiled("arabic"), longest=False
+                lambda: _arabic_phrases(trie), lambda: self._compiled("arabic"), high=True
             )
         self._latin_trie = self._arabic_trie = {}  # no longer needed
 
@@ -778,11 +778,16 @@ def _case_rx(term: str, wildcard: bool) -> re.Pattern[str]:
     return re.compile(r"[\W_]+".join(words) + (r"\w*" if wildcard else ""))
 
 
-def _arabic_phrases(trie: dict) -> list[tuple[str, bool]]:
+def _arabic_phrases(trie: dict) -> list[tuple[str, bool, bool]]:
     """The phrases the Arabic expression matches (see :meth:`_Lexicon.compile`), written out for
     :class:`~marsad._match.PhraseFinder`: each key of the trie after an optional conjunction,
-    bare and with the attached pronouns its flags allow; a wildcard key as a stem."""
-    out: list[tuple[str, bool]] = []
+    bare and with the attached pronouns its flags allow; a wildcard key as a stem.
+
+    The expression reads a leading و or ف as a conjunction first: where a phrase read that way
+    ends a word before a longer phrase that starts with the letter ("و" + "زير" in "وزير
+    الداخلية"), it matches the shorter one. The longer phrase is marked to be asked about."""
+    out: list[tuple[str, bool, bool]] = []
+    read_as_conjunction = set()  # whole phrases made of a conjunction and a key
     stack = [("", trie)]
     while stack:
         key, node = stack.pop()
@@ -795,12 +800,23 @@ def _arabic_phrases(trie: dict) -> list[tuple[str, bool]]:
         for conj in ("", *_AR_CONJUNCTIONS):
             base = conj + key
             if flags & _WILD:
-                out.append((base, True))
+                out.append((base, True, False))
                 continue
+            whole = []
             if flags & (_END | _SUFFIX):
-                out.append((base, False))
+                whole.append(base)
             if flags & (_SUFFIX | _SUFFIX_REQUIRED):
-                out.extend((base + suffix, False) for suffix in _AR_SUFFIXES)
+                whole.extend(base + suffix for suffix in _AR_SUFFIXES)
+            out.extend((k, False, False) for k in whole)
+            if conj:
+                read_as_conjunction.update(whole)
+    for i in range(len(out)):
+        key, wild, _ = out[i]
+        if wild or key[:1] not in _AR_CONJUNCTIONS or " " not in key:
+            continue
+        words = key.split(" ")
+        if any(" ".join(words[:k]) in read_as_conjunction for k in range(1, len(words))):
+            out[i] = (key, False, True)
     return out
 
 
