@@ -437,7 +437,7 @@ def plot(
     until: date | None = None,
 ) -> Path:
     """A PNG line chart of :func:`trends` rows: one line per topic (per topic and key for a
-    breakdown, the ``max_lines`` largest, and the title says how many were left out), spikes
+    breakdown, the ``max_lines`` largest, and the legend says how many were left out), spikes
     ringed, dates readable at any range, the legend beside the plot where it hides no data. ``by``
     (guessed from the periods when not given) and ``tz`` (default ``MARSAD_TIMEZONE``) name the
     axes; ``since``/``until`` fix the x-axis when the rows alone cannot (one period, or none)."""

@@ -49,6 +49,17 @@ def _environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     } | settings
 
 
+def _start_serve(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+    """`marsad serve` in its own process, its console in ``serve.log``."""
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "marsad.cli", "serve"], env=env, cwd=tmp_path,
+            stdout=output, stderr=subprocess.STDOUT,
+        )
+    return process, log
+
+
 def test_the_spike_alert_runs_half_an_ingest_interval_after_each_ingest() -> None:
     """As prefect.yaml's crons and docs/operations.md say: a quarter hour after each ingest."""
     from prefect.server.schemas.schedules import IntervalSchedule
@@ -81,12 +92,7 @@ def test_serve_uses_the_prefect_server_of_the_active_prefect_profile(tmp_path: P
         encoding="utf-8",
     )
     env = _environment(tmp_path, PREFECT_PROFILES_PATH=str(profiles), PREFECT_CLIENT_MAX_RETRIES="0")
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "marsad.cli", "serve"], env=env, cwd=tmp_path,
-            stdout=output, stderr=subprocess.STDOUT,
-        )
+    process, log = _start_serve(tmp_path, env)
     try:
         # Nothing listens on port 9: serve names that server, then fails to register with it.
         def chosen() -> str | None:
@@ -123,12 +129,7 @@ def test_serve_starts_a_local_server_serves_the_schedules_runs_a_flow_and_stops_
     with session_scope(engine) as session:
         add_feeds(session, [FeedSpec(http_server.url("/slow.xml"))])
     engine.dispose()
-    log = tmp_path / "serve.log"
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "marsad.cli", "serve"], env=env, cwd=tmp_path,
-            stdout=output, stderr=subprocess.STDOUT,
-        )
+    process, log = _start_serve(tmp_path, env)
     try:
         match = _wait_for(
             lambda: re.search(r"runs, logs and artifacts: (http://127\.0\.0\.1:\d+)", log.read_text()),
