@@ -25,25 +25,24 @@ each kind joined a stored cluster. Without
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import Engine, bindparam, insert, text, update  # noqa: E402
+from sqlalchemy import Engine, bindparam, insert, update  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 from marsad.clusters import ClusterItem, assign_clusters  # noqa: E402
 from marsad.db import make_engine, session_scope, upgrade  # noqa: E402
 from models import Article  # noqa: E402
+from _scratch import scratch_postgres  # noqa: E402
 
 T0 = datetime(2026, 11, 9, 8, 0, tzinfo=UTC)
 KINDS = ("new", "copy", "half", "template")
@@ -181,22 +180,9 @@ def main() -> None:
             upgrade(engine)
             run("PostgreSQL", engine, args)
             return
-        admin_url = os.environ.get(
-            "MARSAD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-        )
-        admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-        name = f"marsad_bench_clusters_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            engine = make_engine(admin.url.set(database=name).render_as_string(hide_password=False))
+        with scratch_postgres("marsad_bench_clusters") as engine:
             upgrade(engine)
             run("PostgreSQL", engine, args)
-            engine.dispose()
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -52,6 +51,7 @@ from marsad import search as fulltext
 from marsad import status, trends
 from marsad.config import get_settings, reset_settings
 from marsad.db import make_engine, upgrade
+from _scratch import scratch_postgres
 from marsad.tagging import TOPICS
 from models import Digest, Feed, FetchEvent, IngestRun
 
@@ -623,19 +623,8 @@ def main() -> None:
             run("PostgreSQL", engine, args.articles, load_postgres, args.explain)
             engine.dispose()
             return
-        admin_url = os.environ.get("MARSAD_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-        admin = make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
-        name = f"marsad_bench_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            engine = make_engine(admin.url.set(database=name).render_as_string(hide_password=False))
+        with scratch_postgres("marsad_bench") as engine:
             run("PostgreSQL", engine, args.articles, load_postgres, args.explain)
-            engine.dispose()
-        finally:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
 
 
 if __name__ == "__main__":
