@@ -7,9 +7,9 @@ engine tries that expression after every space, about a tenth of a microsecond e
 nearly every word of an article starts no phrase at all: on a 5 KB article that is half the
 tagging time.
 
-:class:`PhraseFinder` runs an Aho-Corasick automaton (pyahocorasick, in C) over the projection
-once instead, with each phrase written the way it appears in the common case, and asks the
-expression only where that case cannot settle the match:
+:class:`PhraseFinder` runs an Aho-Corasick automaton (ahocorasick_rs, the Rust aho-corasick
+crate) over the projection once instead, with each phrase written the way it appears in the
+common case, and asks the expression only where that case cannot settle the match:
 
 ``" words "``
     the phrase's words joined by single spaces, with a space on either side (the projection is
@@ -25,7 +25,7 @@ expression only where that case cannot settle the match:
 A projection holds only spaces, ASCII letters and digits and bytes above 0x7f (Arabic letters),
 so "not followed by a letter or digit" is "followed by a space or the end", which is what the
 surrounding spaces check. Starts inside an earlier match are skipped, as ``finditer`` does.
-Without pyahocorasick the expression is run over the whole projection: same spans, slower.
+Without ahocorasick_rs the expression is run over the whole projection: same spans, slower.
 
 The Arabic expression is searched the same way: its phrases are written out with every clitic
 prefix and attached pronoun the expression allows. That expression tries a leading و or ف as a
@@ -42,9 +42,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 try:
-    import ahocorasick
+    import ahocorasick_rs
 except ImportError:  # pragma: no cover - exercised by forcing the fallback in tests
-    ahocorasick = None
+    ahocorasick_rs = None
 
 
 _UNSURE = 1 << 28  # added to the length of a phrase after which the expression must decide
@@ -73,8 +73,9 @@ class PhraseFinder:
         self._rx: re.Pattern[bytes] | None = None if callable(rx) else rx
         self._high = high  # wildcards run over bytes above 0x7f (Arabic), else [a-z0-9]
         self._automaton: Any = None
-        self._ahocorasick = ahocorasick  # as found when the taxonomy was loaded
-        self.compiled = ahocorasick is not None  # False: every search runs the expression
+        self._shifts: list[int] = []  # per pattern of the automaton: what its start is marked by
+        self._ahocorasick = ahocorasick_rs  # as found when the taxonomy was loaded
+        self.compiled = ahocorasick_rs is not None  # False: every search runs the expression
 
     @property
     def rx(self) -> re.Pattern[bytes]:
@@ -87,10 +88,17 @@ class PhraseFinder:
         if not self.compiled or len(projection) >= _UNSURE:
             return {m.start(): m.end() for m in self.rx.finditer(projection)}
         automaton = self._automaton if self._automaton is not None else self._build()
-        # The automaton reports (end, v) in order of end. end - v is the start of a whole phrase
-        # (so the longest phrase at a start is the last one kept); that start minus _UNSURE
-        # where the expression must decide, minus 2 * _UNSURE for a wildcard.
-        found = {end - v: end for end, v in automaton.iter(projection.decode("latin-1") + " ")}
+        shifts = self._shifts
+        # The automaton reports every (pattern, start, end) in order of end, so the longest
+        # phrase at a start is the last one kept. A whole phrase is keyed by its start; minus
+        # _UNSURE where the expression must decide, minus 2 * _UNSURE for a wildcard. Its value
+        # is the index of its last byte (the space after a whole phrase).
+        found = {
+            start - shifts[i]: end - 1
+            for i, start, end in automaton.find_matches_as_indexes(
+                projection + b" ", overlapping=True
+            )
+        }
         if not found:
             return {}
         starts = sorted(found)
@@ -141,23 +149,34 @@ class PhraseFinder:
         return spans
 
     def _build(self) -> Any:
-        automaton = self._ahocorasick.Automaton()
+        patterns: dict[str, int] = {}  # the phrase as written -> its shift
         phrases = self._phrases() if callable(self._phrases) else self._phrases
         self._phrases = []  # in the automaton now
         asked = set()
         for key, wildcard, *ask in phrases:
             words = key.split(" ")
             for k in range(1, len(words)):
-                head = " " + " ".join(words[:k]) + "  "
-                automaton.add_word(head, len(head) - 1 + _UNSURE)
+                patterns[" " + " ".join(words[:k]) + "  "] = _UNSURE
             if wildcard:
-                automaton.add_word(" " + key, len(key) + 2 * _UNSURE)
+                patterns[" " + key] = 2 * _UNSURE
             elif ask and ask[0]:
                 asked.add(key)
             elif key not in asked:
-                automaton.add_word(" " + key + " ", len(key) + 1)
+                patterns[" " + key + " "] = 0
         for key in asked:  # whatever else the same key was given as
-            automaton.add_word(" " + key + " ", len(key) + 1 + _UNSURE)
-        automaton.make_automaton()
+            patterns[" " + key + " "] = _UNSURE
+        # Every pattern starts with a space, and the library would skip from space to space
+        # (memchr), slower than its automaton on text where every fifth byte is one: patterns
+        # of bytes no projection holds (below 0x20 but for the deleted marks' 0x01) turn that
+        # skipping off.
+        never = [bytes((b, b)) for b in range(2, 6)]
+        Implementation = self._ahocorasick.Implementation
+        automaton = self._ahocorasick.BytesAhoCorasick(
+            [p.encode("latin-1") for p in patterns] + never,
+            # A DFA is the fastest; for the Arabic phrases (every clitic and pronoun written out,
+            # tens of thousands) it would take 55 MB more than the compact NFA, for no gain.
+            implementation=Implementation.ContiguousNFA if self._high else Implementation.DFA,
+        )
+        self._shifts = [*patterns.values(), *(0 for _ in never)]
         self._automaton = automaton
         return automaton

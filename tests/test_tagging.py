@@ -1315,11 +1315,11 @@ def test_phrase_automaton_finds_what_the_expression_finds(tmp_path, monkeypatch,
     """The Aho-Corasick automata only say where the Latin and Arabic expressions would match:
     phrases after runs of spaces, wildcards, overlaps, phrases ending the text, Arabic clitics
     and pronouns tag alike without them."""
-    pytest.importorskip("ahocorasick")
+    pytest.importorskip("ahocorasick_rs")
     path = {"bundled": None, "phrases": PHRASES, "arabic": PHRASES_AR}[taxonomy]
     path = path if path is None else write(tmp_path, path)
     automaton = Tagger.from_path(path)
-    monkeypatch.setattr(marsad._match, "ahocorasick", None)
+    monkeypatch.setattr(marsad._match, "ahocorasick_rs", None)
     expression = Tagger.from_path(path)
     for finder in ("_latin_finder", "_arabic_finder"):
         if getattr(automaton._lexicon, finder) is not None:
