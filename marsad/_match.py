@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover - exercised by forcing the fallback in t
     ahocorasick_rs = None
 
 
-_UNSURE = 1 << 28  # added to the length of a phrase after which the expression must decide
+_UNSURE = 1 << 28  # taken from the start of a phrase after which the expression must decide
 # (twice for a wildcard): small enough for one-digit ints (fast); longer texts run the expression.
 
 
