@@ -1570,7 +1570,10 @@ class Tagger:
         density = max(1.0, math.sqrt((len(fields[1].projection) - 1) / sc.reference_chars))
         results = []
         for name, topic in self._topics.items():
-            anchors = [h for h in groups.get(topic.group, ()) if not h[0].conditional or ok(h)]
+            found = groups.get(topic.group, ())
+            if found and not explain and self._out_of_reach(found, density, topic.threshold):
+                continue  # before asking the anchors' contexts, the dearest part
+            anchors = [h for h in found if not h[0].conditional or ok(h)]
             if not anchors:
                 if explain:
                     results.append((_frozen(TopicTag, topic=name, score=0.0, evidence=()), False))
@@ -1627,6 +1630,25 @@ class Tagger:
             tag = _frozen(TopicTag, topic=name, score=score, evidence=tuple(evidence))
             results.append((tag, passed))
         return results, _places(groups.get("places", ())), _names(groups.get("actors", ()))
+
+    def _out_of_reach(self, found: list[_Hit], density: float, threshold: float) -> bool:
+        """Whether a topic cannot be given even if every anchor found counted in full: no
+        repeat decay, no context failing, no background discount (each weighs at most 1), and
+        support at its most. Then the score is clearly below the threshold, as the exact check
+        in :meth:`_analyse` would find after the costlier work."""
+        sc = self._scoring
+        lede, lede_weight = sc.lede_chars, sc.lede_weight
+        title_sum = text_sum = 0.0
+        for entry, fi, start, _ in found:
+            if fi == 0:
+                title_sum += entry.weight
+            elif start < lede:
+                text_sum += entry.weight * lede_weight
+            else:
+                text_sum += entry.weight
+        bound = title_sum * sc.title_weight + text_sum / density
+        best = bound + min(sc.support_cap, bound)
+        return 1.0 - math.exp(-best / sc.scale) < threshold - 0.001
 
     def _background(
         self, anchors: list[_Hit], conditions: _Conditions, context: str
