@@ -1571,8 +1571,8 @@ class Tagger:
         results = []
         for name, topic in self._topics.items():
             found = groups.get(topic.group, ())
-            if found and not explain and self._out_of_reach(found, density, topic.threshold):
-                continue  # before asking the anchors' contexts, the dearest part
+            if found and not explain and self._reach(found, density) < topic.threshold - 0.001:
+                continue  # out of reach: dropped before its anchors' contexts are asked
             anchors = [h for h in found if not h[0].conditional or ok(h)]
             if not anchors:
                 if explain:
@@ -1631,11 +1631,10 @@ class Tagger:
             results.append((tag, passed))
         return results, _places(groups.get("places", ())), _names(groups.get("actors", ()))
 
-    def _out_of_reach(self, found: list[_Hit], density: float, threshold: float) -> bool:
-        """Whether a topic cannot be given even if every anchor found counted in full: no
-        repeat decay, no context failing, no background discount (each weighs at most 1), and
-        support at its most. Then the score is clearly below the threshold, as the exact check
-        in :meth:`_analyse` would find after the costlier work."""
+    def _reach(self, found: list[_Hit], density: float) -> float:
+        """The highest score a topic could get from the anchors found: each counted in full (no
+        repeat decay, no context failing, no background discount: each weighs at most 1), and
+        support at its most. Cheaper than the exact score, which asks contexts."""
         sc = self._scoring
         lede, lede_weight = sc.lede_chars, sc.lede_weight
         title_sum = text_sum = 0.0
@@ -1648,7 +1647,7 @@ class Tagger:
                 text_sum += entry.weight
         bound = title_sum * sc.title_weight + text_sum / density
         best = bound + min(sc.support_cap, bound)
-        return 1.0 - math.exp(-best / sc.scale) < threshold - 0.001
+        return 1.0 - math.exp(-best / sc.scale)
 
     def _background(
         self, anchors: list[_Hit], conditions: _Conditions, context: str

@@ -1220,6 +1220,69 @@ def test_held_out_items(tagger, title, text, given, not_given):
     assert given <= topics and not (not_given & topics), tagger.explain(title, text)["topics"]
 
 
+DILUTION = {  # unrelated paragraphs, written for this test: they lengthen a text, adding no hit
+    "en": "The town council approved a budget for new pavements and street lights, and the "
+    "library will open on Saturdays from next month. Farmers said the late rains helped the "
+    "wheat, though prices at the market stayed low.",
+    "ar": "وافق المجلس البلدي على ميزانية لرصف الأرصفة وإنارة الشوارع، وستفتح المكتبة أبوابها "
+    "أيام السبت اعتبارا من الشهر المقبل. وقال مزارعون إن الأمطار المتأخرة أفادت القمح.",
+}
+
+
+def test_tag_gives_exactly_what_explain_calls_given(tagger, monkeypatch):
+    """tag() takes a shortcut that explain() does not: a topic whose highest possible score (every
+    anchor counted in full, support at its most) is below its threshold is dropped before its
+    contexts are asked. That must be an upper bound of the score, and both must give the same
+    topics, scores, evidence, places and actors. The dev items, each cut after every sentence,
+    without its title and diluted by unrelated paragraphs, put many scores near the thresholds."""
+    dev = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "tagging-dev.jsonl"
+    items = [json.loads(line) for line in dev.read_text(encoding="utf-8").splitlines() if line]
+    cases = []
+    for item in items:
+        sentences = re.split(r"(?<=[.!?\u061f])\s+", item["text"])
+        cases += [(item["title"], " ".join(sentences[:k])) for k in range(1, len(sentences) + 1)]
+        filler = DILUTION["ar" if item["language"] == "ar" else "en"]
+        cases.append(("", item["text"]))
+        for n in (1, 3, 6, 10):  # before the item, and after it (its hits stay in the lede)
+            cases.append(("", "\n\n".join([filler] * n + [item["text"]])))
+            cases.append((item["title"], "\n\n".join([item["text"]] + [filler] * n)))
+    reach: dict[str, float] = {}  # topic -> its highest possible score, as tag() found it
+    highest = tagger._reach
+
+    def recorded(found, density):
+        topic = found[0][0].group.removeprefix("topic:")
+        reach[topic] = highest(found, density)
+        return reach[topic]
+
+    monkeypatch.setattr(tagger, "_reach", recorded)
+    dropped = kept = 0
+    for title, text in cases:
+        explained = tagger.explain(title, text)
+        reach.clear()
+        result = tagger.tag(title, text)
+        for t in explained["topics"]:
+            if t["score"] > 0:  # it had anchors: tag() asked how far it could reach
+                assert t["score"] <= reach[t["topic"]] + 0.0005, (t, title, text)
+                threshold = t["threshold"] - 0.001
+                dropped += reach[t["topic"]] < threshold
+                kept += reach[t["topic"]] >= threshold
+        given = [
+            {
+                "topic": t["topic"],
+                "score": t["score"],
+                "evidence": [{k: v for k, v in e.items() if k != "rule"} for e in t["evidence"]],
+            }
+            for t in explained["topics"]
+            if t["given"]
+        ]
+        assert [t.to_dict() for t in result.topics] == given, (title, text)
+        assert (list(result.places), list(result.actors)) == (
+            explained["places"],
+            explained["actors"],
+        )
+    assert dropped >= 30 and kept >= 300  # the shortcut is taken, and not taken, often
+
+
 # --- the phrase finder --------------------------------------------------------------------------
 
 PHRASES = """\
