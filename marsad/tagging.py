@@ -77,7 +77,12 @@ BUNDLED_TAXONOMY = Path(__file__).parent / "taxonomy"
 # declared version (edited without bumping ``version``, or never released) tags as
 # "<version>+local.<first 8 characters of its fingerprint>". Bumping the bundled taxonomy's
 # version means adding its fingerprint here (a test checks it).
-RELEASED_FINGERPRINTS = {"2.2": "ccdfc12ff8dc", "2.3": "f3c0e14b0222", "2.4": "7f5b98b85194"}
+RELEASED_FINGERPRINTS = {
+    "2.2": "ccdfc12ff8dc",
+    "2.3": "f3c0e14b0222",
+    "2.4": "7f5b98b85194",
+    "2.5": "3d83060a18e7",
+}
 VERSION_MAX_CHARS = 16  # + "+local.<8>" fits the 32 characters stored with each tag
 
 # --------------------------------------------------------------------------------------------
