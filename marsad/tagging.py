@@ -243,7 +243,10 @@ _LATIN_EXTRA = (("ı", "i"), ("İ", "I"), ("ş", "s"), ("Ş", "S"), ("ğ", "g"),
 _NOT_LATIN_LETTER = bytes(c for c in range(256) if not 0x61 <= c <= 0x7A)
 _AR_LETTER = re.compile("[\u0620-\u064a\u066e-\u06d3\u06fa-\u06ff]")
 _AR_COMMON = "\u0627\u0644\u064a\u0646\u0648"  # ا ل ي ن و: at least one in any Arabic sentence
-_DELETE_MARKS = str.maketrans(dict.fromkeys(_MARK_CHARS))
+_DELETE_MARKS = str.maketrans(dict.fromkeys(_MARK_CHARS))  # for short strings
+# The same for a whole field: str.translate looks up every character of a non-ASCII string in a
+# dict (about 120 us for 2 KB of Arabic), the expression skips to the marks in C (about 20 us).
+_MARK_RUNS = re.compile("[" + "".join(map(re.escape, sorted(_MARK_CHARS))) + "]+")
 _MARK_RX = re.compile(b"\x01")
 
 
@@ -326,7 +329,7 @@ class _Field:
     @property
     def clean(self) -> str:
         """The text without its marks (``projection`` minus the leading space, as text)."""
-        return self.text if self._shift is None else self.text.translate(_DELETE_MARKS)
+        return self.text if self._shift is None else _MARK_RUNS.sub("", self.text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1585,10 +1588,11 @@ class Tagger:
                 continue
             past: list[tuple[int, int, int]] = []
             if topic.background is not None and anchors[0][1] == 1:
-                # Background mentions matter only when the title neither names the topic nor
-                # speaks of it (hits are in reading order: title hits come first).
+                # Background mentions matter unless the title names the topic, or speaks of it
+                # while the text names it in its lede: the article is then about it (hits are
+                # in reading order: title hits come first).
                 said = groups.get(topic.support)
-                if not (said and said[0][1] == 0):
+                if not (said and said[0][1] == 0 and anchors[0][2] < sc.lede_chars):
                     anchors, past = self._background(anchors, conditions, topic.background)
             anchor_total = self._total(anchors, density)
             # Support adds at most min(support_cap, anchor_total): when even that leaves the

@@ -974,6 +974,28 @@ def test_a_background_mention_counts_when_the_title_is_about_isis(tagger):
         assert "isis" in topics_of(tagger.tag(title, OLIVE)), title
 
 
+CELL_TRIAL_TITLE = "Court jails eleven members of a bomb-making cell"
+CELL_TRIAL = (
+    "The state security court handed down terms of between five and fifteen years on Wednesday, "
+    "and acquitted one defendant for lack of evidence. Judges heard from forty witnesses over "
+    "six months, among them explosives experts and the officers who searched a metal workshop "
+    "on the edge of the capital, where drones and unfinished rockets were found. Defence "
+    "lawyers said they would appeal, arguing that confessions had been taken under pressure, "
+    "which the prosecution denied. A government spokesman said the law applied to everyone and "
+    "that the services would follow any activity aimed at the country's stability, whoever was "
+    "behind it. The verdict comes weeks after parliament debated a new law on associations."
+)
+CASTLE_ATTACK = "The country's deadliest attack, claimed by ISIS in 2016, killed ten people at a castle."
+
+
+def test_a_title_speaking_of_the_topic_lifts_the_background_rule_only_for_the_lede(tagger):
+    """A title with the topic's words ("cell") makes a dated mention in the lede the story's own;
+    the same mention in the article's last paragraph stays background."""
+    assert "isis" in topics_of(tagger.tag(CELL_TRIAL_TITLE, CASTLE_ATTACK + " " + CELL_TRIAL))
+    assert len(CELL_TRIAL) > 600  # past the lede
+    assert "isis" not in topics_of(tagger.tag(CELL_TRIAL_TITLE, CELL_TRIAL + " " + CASTLE_ATTACK))
+
+
 @pytest.mark.parametrize(
     "text",
     [
