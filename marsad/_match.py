@@ -8,24 +8,29 @@ nearly every word of an article starts no phrase at all: on a 5 KB article that 
 tagging time.
 
 :class:`PhraseFinder` runs an Aho-Corasick automaton (ahocorasick_rs, the Rust aho-corasick
-crate) over the projection once instead, with each phrase written the way it appears in the
-common case, and asks the expression only where that case cannot settle the match:
+crate) over the projection once instead, in leftmost-longest mode: at each place, the longest
+phrase that starts there, and no match inside it. Each phrase is written the way it appears in
+the common case, and the expression is asked only where that case cannot settle the match:
 
-``" words "``
-    the phrase's words joined by single spaces, with a space on either side (the projection is
-    searched with a space appended, so a phrase may end the text): the phrase is there, whole. At
-    a start where only such phrases were found, the expression would match the longest of them.
+``" words"``
+    the phrase's words joined by single spaces, after a space. The expression tries longer
+    continuations first, as the automaton does, so the longest phrase at a start is its answer
+    too, when it ends a word (a space or the end follows: a projection holds only spaces, ASCII
+    letters and digits and bytes above 0x7f, so "not followed by a letter or digit" is "followed
+    by a space or the end"). When it does not end a word, a shorter phrase might: the expression
+    decides, unless the phrase is one word that no wildcard or asked phrase begins (then no
+    phrase starts there).
 ``" words  "``
     the first words of a phrase, then two spaces: the phrase may go on after a run of spaces
     ("U.S.-led" projects to "u s  led"), or not; the expression decides at that start.
-``" stem"``
-    a phrase that ends in a wildcard: it runs to the end of the word (letters of the wildcard's
-    script only), or, where another phrase starts at the same place, the expression decides.
+``" stem"`` (a phrase ending in a wildcard)
+    it runs to the end of the word, when the rest of the word is in the wildcard's script;
+    otherwise the expression decides.
 
-A projection holds only spaces, ASCII letters and digits and bytes above 0x7f (Arabic letters),
-so "not followed by a letter or digit" is "followed by a space or the end", which is what the
-surrounding spaces check. Starts inside an earlier match are skipped, as ``finditer`` does.
-Without ahocorasick_rs the expression is run over the whole projection: same spans, slower.
+Where the expression decided on a shorter match than the automaton's, a phrase could start in
+between, at a space the automaton went past: the expression is asked there too. Starts inside
+an earlier match are skipped, as ``finditer`` does. Without ahocorasick_rs the expression is run
+over the whole projection: same spans, slower.
 
 The Arabic expression is searched the same way: its phrases are written out with every clitic
 prefix and attached pronoun the expression allows. That expression tries a leading و or ف as a
@@ -37,7 +42,6 @@ decides, as for phrases that go on after a run of spaces.
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -47,8 +51,11 @@ except ImportError:  # pragma: no cover - exercised by forcing the fallback in t
     ahocorasick_rs = None
 
 
-_UNSURE = 1 << 28  # taken from the start of a phrase after which the expression must decide
-# (twice for a wildcard): small enough for one-digit ints (fast); longer texts run the expression.
+# What a phrase of the automaton is, for the loop in PhraseFinder.spans. _WORD: one word, and no
+# wildcard or asked phrase is a prefix of it, so that when it does not end a word, nothing starts
+# there. _ASK: the expression decides (also the heads "words  ").
+_WORD, _WHOLE, _WILD, _ASK = 0, 1, 2, 3
+_LONGEST = 1 << 28  # longer projections run the expression (one-digit ints stay fast)
 
 
 class PhraseFinder:
@@ -73,7 +80,7 @@ class PhraseFinder:
         self._rx: re.Pattern[bytes] | None = None if callable(rx) else rx
         self._high = high  # wildcards run over bytes above 0x7f (Arabic), else [a-z0-9]
         self._automaton: Any = None
-        self._shifts: list[int] = []  # per pattern of the automaton: what its start is marked by
+        self._kinds: list[int] = []  # per pattern of the automaton: _WHOLE, _WILD or _ASK
         self._ahocorasick = ahocorasick_rs  # as found when the taxonomy was loaded
         self.compiled = ahocorasick_rs is not None  # False: every search runs the expression
 
@@ -85,98 +92,85 @@ class PhraseFinder:
         return self._rx
 
     def spans(self, projection: bytes) -> dict[int, int]:
-        if not self.compiled or len(projection) >= _UNSURE:
+        if not self.compiled or len(projection) >= _LONGEST:
             return {m.start(): m.end() for m in self.rx.finditer(projection)}
         automaton = self._automaton if self._automaton is not None else self._build()
-        shifts = self._shifts
-        # The automaton reports every (pattern, start, end) in order of end, so the longest
-        # phrase at a start is the last one kept. A whole phrase is keyed by its start; minus
-        # _UNSURE where the expression must decide, minus 2 * _UNSURE for a wildcard. Its value
-        # is the index of its last byte (the space after a whole phrase).
-        found = {
-            start - shifts[i]: end - 1
-            for i, start, end in automaton.find_matches_as_indexes(
-                projection + b" ", overlapping=True
-            )
-        }
-        if not found:
-            return {}
-        starts = sorted(found)
-        spans = {}
-        end = 0
-        if starts[0] >= 0:  # the common case: every phrase found whole
-            for start in starts:
-                if start >= end:  # not inside the previous match
-                    end = spans[start] = found[start]
-            return spans
-        k = bisect_left(starts, 0)
-        unsure = set()
-        extra = []  # starts to add to the whole phrases' (starts[k:], sorted)
-        for key in starts[:k]:
-            if key >= -_UNSURE:  # the first words of a phrase, then a run of spaces
-                start = key + _UNSURE
-            else:
-                start = key + 2 * _UNSURE
-                if start not in found and start - _UNSURE not in found:
-                    # A wildcard alone at its start runs to the end of the word, if the word
-                    # goes on in the wildcard's script.
-                    after = found[key] + 1
-                    stop = projection.find(b" ", after)
-                    stop = len(projection) if stop < 0 else stop
-                    rest = projection[after:stop]
+        kinds = self._kinds
+        n = len(projection)
+        spans: dict[int, int] = {}
+        end = 0  # a start before this is inside a match given already
+        for i, start, stop in automaton.find_matches_as_indexes(projection):
+            if start >= end:
+                kind = kinds[i]
+                if kind <= _WHOLE:
+                    if stop == n or projection[stop] == 32:
+                        end = spans[start] = stop
+                        continue
+                    if kind == _WORD:  # a longer word: no phrase starts here
+                        end = start + 1
+                        continue
+                elif kind == _WILD:
+                    word_end = projection.find(b" ", stop)
+                    word_end = n if word_end < 0 else word_end
+                    rest = projection[stop:word_end]
                     if not rest or (min(rest) >= 0x80 if self._high else rest.isascii()):
-                        found[start] = stop
-                        extra.append(start)
-                    continue
-            if start not in unsure:  # another phrase starts here too: the expression decides
-                unsure.add(start)
-                if start not in found:
-                    extra.append(start)
-        starts = starts[k:]
-        if extra:
-            starts += extra
-            starts.sort()  # one sorted run and a few more: cheap
-        rx = self._rx if self._rx is not None else self.rx
-        for start in starts:
-            if start < end:
-                continue  # inside the previous match
-            if start not in unsure:
-                end = spans[start] = found[start]
-            else:
-                m = rx.match(projection, start)
-                if m is not None:
-                    end = spans[start] = m.end()
+                        end = spans[start] = word_end
+                        continue
+                end = self._decide(projection, start, start + 1, spans)
+            if stop > end:
+                # The automaton went past starts that the answers so far leave open.
+                end = self._decide(projection, end, stop, spans)
         return spans
 
+    def _decide(self, projection: bytes, start: int, stop: int, spans: dict[int, int]) -> int:
+        """Ask the expression at each space in projection[start:stop] that no match given here
+        covers (a phrase starts at the last space before its first word); returns where the next
+        start may be."""
+        rx = self._rx if self._rx is not None else self.rx
+        end = start
+        at = start
+        while at < stop:
+            at = projection.find(b" ", at, stop)
+            if at < 0:
+                break
+            if at >= end:
+                m = rx.match(projection, at)
+                if m is not None:
+                    end = spans[at] = m.end()
+                    at = end
+                    continue
+            at += 1
+        return max(end, stop)
+
     def _build(self) -> Any:
-        patterns: dict[str, int] = {}  # the phrase as written -> its shift
+        kinds: dict[str, int] = {}  # the phrase as the automaton has it -> its kind
         phrases = self._phrases() if callable(self._phrases) else self._phrases
         self._phrases = []  # in the automaton now
-        asked = set()
         for key, wildcard, *ask in phrases:
             words = key.split(" ")
             for k in range(1, len(words)):
-                patterns[" " + " ".join(words[:k]) + "  "] = _UNSURE
-            if wildcard:
-                patterns[" " + key] = 2 * _UNSURE
-            elif ask and ask[0]:
-                asked.add(key)
-            elif key not in asked:
-                patterns[" " + key + " "] = 0
-        for key in asked:  # whatever else the same key was given as
-            patterns[" " + key + " "] = _UNSURE
+                kinds[" " + " ".join(words[:k]) + "  "] = _ASK
+            kind = _ASK if ask and ask[0] else _WILD if wildcard else _WHOLE
+            # One phrase written as several: asking wins; a wildcard covers the word alone.
+            kinds[" " + key] = max(kind, kinds.get(" " + key, _WHOLE))
+        unsure = {p for p, kind in kinds.items() if kind >= _WILD}
+        for p, kind in kinds.items():
+            if kind == _WHOLE and " " not in p[1:]:
+                if not any(p[:k] in unsure for k in range(2, len(p))):
+                    kinds[p] = _WORD
         # Every pattern starts with a space, and the library would skip from space to space
         # (memchr), slower than its automaton on text where every fifth byte is one: patterns
         # of bytes no projection holds (below 0x20 but for the deleted marks' 0x01) turn that
         # skipping off.
         never = [bytes((b, b)) for b in range(2, 6)]
-        Implementation = self._ahocorasick.Implementation
-        automaton = self._ahocorasick.BytesAhoCorasick(
-            [p.encode("latin-1") for p in patterns] + never,
+        ac = self._ahocorasick
+        automaton = ac.BytesAhoCorasick(
+            [p.encode("latin-1") for p in kinds] + never,
+            matchkind=ac.MatchKind.LeftmostLongest,
             # A DFA is the fastest; for the Arabic phrases (every clitic and pronoun written out,
             # tens of thousands) it would take 55 MB more than the compact NFA, for no gain.
-            implementation=Implementation.ContiguousNFA if self._high else Implementation.DFA,
+            implementation=ac.Implementation.ContiguousNFA if self._high else ac.Implementation.DFA,
         )
-        self._shifts = [*patterns.values(), *(0 for _ in never)]
+        self._kinds = [*kinds.values(), *(_ASK for _ in never)]
         self._automaton = automaton
         return automaton

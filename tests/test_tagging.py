@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import marsad._match
+import marsad.tagging
 from marsad.errors import TaxonomyError
 from marsad.tagging import (
     BUNDLED_TAXONOMY,
@@ -1415,6 +1416,35 @@ def test_phrase_automaton_finds_what_the_expression_finds(tmp_path, monkeypatch,
         title = text[:40]
         assert automaton.explain(title, text) == expression.explain(title, text), text
         assert automaton.tag(title, text) == expression.tag(title, text), text
+
+
+def test_phrase_finders_agree_with_their_expressions_on_the_taxonomys_own_words(tagger):
+    """Texts made of the bundled taxonomy's own words (Latin and Arabic, some capitalised or with
+    an ending added) run together with punctuation: phrases overlap, go on after runs of spaces,
+    stop short inside longer words. Each finder's spans are exactly its expression's."""
+    words = set()
+    for path in (Path(marsad.tagging.__file__).parent / "taxonomy").glob("*.yaml"):
+        for token in re.findall(r"[A-Za-z\u0621-\u064a]{2,}", path.read_text(encoding="utf-8")):
+            words.add(token)
+    words = sorted(words)
+    separators = (" ", " ", " ", "  ", "-", ". ", ", ", "'s ", "\u2019", " - ", "\u200f ", "\u00ad")
+    endings = ("", "", "", "s", "i", "ed", "\u0629", "\u0647\u0627", "\u064a\u0646")
+    rng = random.Random(5)
+    lexicon = tagger._lexicon
+    finders = [f for f in (lexicon._latin_finder, lexicon._arabic_finder) if f is not None]
+    assert len(finders) == 2 and all(f.compiled for f in finders)
+    compared = 0
+    for _ in range(1500):
+        parts = []
+        for _ in range(rng.randint(1, 30)):
+            word = rng.choice(words) + rng.choice(endings)
+            parts += [word.upper() if rng.random() < 0.1 else word, rng.choice(separators)]
+        projection = marsad.tagging._Field("text", 1, "".join(parts)).projection
+        for finder in finders:
+            expected = {m.start(): m.end() for m in finder.rx.finditer(projection)}
+            assert finder.spans(projection) == expected, projection
+            compared += bool(expected)
+    assert compared > 1500  # most texts hold phrases
 
 
 def test_results_are_ordinary_frozen_values(tagger):
