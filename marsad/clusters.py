@@ -107,6 +107,7 @@ _COMBINING = re.compile(r"[\u0300-\u036f\u064b-\u065f\u0670\u06d6-\u06ed\u0640]"
 _FACT_TOKEN = re.compile(r"(\W*)(\d+(?:[.,\u066b\u066c]\d+)*|\w+)")
 _SENTENCE_END = re.compile(r"[.!?:\n\u061f]")
 _DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹", "0123456789" * 2)
+_INDIC_DIGIT = re.compile("[٠-٩۰-۹]")
 _NOT_DIGIT = re.compile(r"\D")
 # A Latin name's consonants, doubled letters once, no final h: Mayadin and Mayadeen, Deir ez-Zor
 # and Deir Ezzor, Hasakah and Hasaka are spelled apart, not different places.
@@ -226,7 +227,9 @@ class _Facts:
     __slots__ = ("_skeletons", "gaps", "grams", "shingles", "tokens", "vocabulary", "words")
 
     def __init__(self, text: str) -> None:
-        text = normalize_arabic(_COMBINING.sub("", text)).translate(_DIGITS)
+        text = normalize_arabic(_COMBINING.sub("", text))
+        if _INDIC_DIGIT.search(text):  # str.translate is slow on any text that is not ASCII
+            text = text.translate(_DIGITS)
         pairs = _FACT_TOKEN.findall(text)[:MAX_WORDS]
         self.gaps, self.tokens = zip(*pairs) if pairs else ((), ())
         self.words = words = list(map(str.casefold, self.tokens))
