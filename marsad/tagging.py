@@ -81,7 +81,7 @@ RELEASED_FINGERPRINTS = {
     "2.2": "ccdfc12ff8dc",
     "2.3": "f3c0e14b0222",
     "2.4": "7f5b98b85194",
-    "2.5": "3d83060a18e7",
+    "2.5": "c965516c170b",
 }
 VERSION_MAX_CHARS = 16  # + "+local.<8>" fits the 32 characters stored with each tag
 
@@ -1522,7 +1522,7 @@ class Tagger:
         self._topics = topics
         self._lexicon = lexicon
         self._decay = [scoring.repeat_decay**n for n in range(64)]  # a term's n-th repeat
-        self._discounted: dict[_Entry, _Entry] = {}  # anchors in background sentences
+        self._discounted: dict[tuple[_Entry, bool], _Entry] = {}  # (anchor, in title) -> weaker
 
     @classmethod
     def from_path(cls, path: Path | str | None = None) -> Tagger:
@@ -1598,12 +1598,19 @@ class Tagger:
                     results.append((_frozen(TopicTag, topic=name, score=0.0, evidence=()), False))
                 continue
             past: list[tuple[int, int, int]] = []
-            if topic.background is not None and anchors[0][1] == 1:
-                # Background mentions matter unless the title names the topic, or speaks of it
-                # while the text names it in its lede: the article is then about it (hits are
-                # in reading order: title hits come first).
-                said = groups.get(topic.support)
-                if not (said and said[0][1] == 0 and anchors[0][2] < sc.lede_chars):
+            if topic.background is not None:
+                # Background mentions matter unless the title names the topic (other than with a
+                # word of retrospect: "Ten years after ISIS seized Palmyra, a festival returns";
+                # a year alone dates the facts of a current story: "sentenced over 2015
+                # executions"), or speaks of it while the text names it in its lede: the article
+                # is then about it (hits are in reading order: title hits come first).
+                if anchors[0][1] == 0:
+                    looks_back = groups.get(self._contexts[topic.background].group or "")
+                    background = bool(looks_back and looks_back[0][1] == 0)
+                else:
+                    said = groups.get(topic.support)
+                    background = not (said and said[0][1] == 0 and anchors[0][2] < sc.lede_chars)
+                if background:
                     anchors, past = self._background(anchors, conditions, topic.background)
             anchor_total = self._total(anchors, density)
             # Support adds at most min(support_cap, anchor_total): when even that leaves the
@@ -1674,19 +1681,25 @@ class Tagger:
     ) -> tuple[list[_Hit], list[tuple[int, int, int]]]:
         """A topic's ``background``: an anchor in a sentence where that context holds (dated in
         the past: "in Sinjar, where ISIS killed thousands in 2014") weighs background_weight
-        times its weight. Returns the anchors and those sentences (field index, start, end)."""
+        times its weight; in the title, that is all it weighs (no title_weight above 1: a title
+        that names the topic in retrospect is one background mention, not the article's
+        subject). Returns the anchors and those sentences (field index, start, end)."""
         past = []
         out = anchors
+        sc = self._scoring
         for k, hit in enumerate(anchors):
             sentence = conditions.sentence(context, hit)
             if sentence is not None:
                 if out is anchors:
                     out = list(anchors)
                 entry = hit[0]
-                weak = self._discounted.get(entry)
+                in_title = hit[1] == 0
+                weak = self._discounted.get((entry, in_title))
                 if weak is None:
-                    weight = entry.weight * self._scoring.background_weight
-                    weak = self._discounted[entry] = replace(entry, weight=weight)
+                    weight = entry.weight * sc.background_weight
+                    if in_title and sc.title_weight > 1:
+                        weight /= sc.title_weight
+                    weak = self._discounted[(entry, in_title)] = replace(entry, weight=weight)
                 out[k] = (weak, hit[1], hit[2], hit[3])
                 past.append(sentence)
         return out, past

@@ -1011,6 +1011,36 @@ def test_a_title_speaking_of_the_topic_lifts_the_background_rule_only_for_the_le
     assert "isis" not in topics_of(tagger.tag(CELL_TRIAL_TITLE, CELL_TRIAL + " " + CASTLE_ATTACK))
 
 
+BOOK_FAIR = (
+    "Crowds filled the old souk of Mosul on Friday for the first book fair held in the city in "
+    "years, as publishers from Baghdad, Erbil and Amman set up stalls along the restored "
+    "arcades. Organisers said more than forty thousand titles were on sale, from children's "
+    "stories to engineering manuals, and that students could buy them at half price. "
+    "Shopkeepers said the crowds were the largest since the market reopened."
+)
+
+
+@pytest.mark.parametrize(
+    ("title", "given"),
+    [
+        ("Ten years after ISIS burned its library, Mosul holds a book fair", False),
+        ("A decade on from the ISIS years, Mosul holds a book fair", False),
+        ("بعد عقد على سيطرة داعش على المدينة، معرض للكتاب في الموصل", False),
+        ("ISIS burned its library; now Mosul holds a book fair", True),
+    ],
+)
+def test_a_title_naming_the_topic_in_retrospect_is_a_background_mention(tagger, title, given):
+    """A title that looks back ("ten years after") weighs what one background mention weighs,
+    not a title's weight; without the words of retrospect the title makes the article about it."""
+    assert ("isis" in topics_of(tagger.tag(title, BOOK_FAIR))) is given
+
+
+def test_a_title_in_retrospect_and_one_background_sentence_do_not_make_the_topic(tagger):
+    anniversary = "The fair opened on the anniversary of the day ISIS burned the library in 2015."
+    title = "Ten years after ISIS burned its library, Mosul holds a book fair"
+    assert "isis" not in topics_of(tagger.tag(title, BOOK_FAIR + " " + anniversary))
+
+
 @pytest.mark.parametrize(
     "text",
     [
